@@ -1,0 +1,31 @@
+"""What every CLI shares: error reporting and exit codes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the work itself failed (e.g. every trial failed)
+EXIT_USAGE = 2  # bad input: config, flag, data folder
+EXIT_INTERRUPTED = 130
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def run_cli(fn: Callable[[], int]) -> int:
+    """Run a command body; user errors print one clear message, Ctrl-C exits 130."""
+    from ml_framework.errors import UserError
+
+    try:
+        return fn()
+    except UserError as e:
+        console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

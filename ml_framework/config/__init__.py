@@ -1,0 +1,27 @@
+"""Config loading, checking and overrides (OmegaConf schema + optional Hydra composition)."""
+
+from ml_framework.config.loader import (
+    apply_overrides,
+    config_keys,
+    from_container,
+    is_known_key,
+    load_config,
+    parse_override,
+    save_config,
+    set_value,
+    to_yaml,
+    validate,
+)
+
+__all__ = [
+    "apply_overrides",
+    "config_keys",
+    "from_container",
+    "is_known_key",
+    "load_config",
+    "parse_override",
+    "save_config",
+    "set_value",
+    "to_yaml",
+    "validate",
+]

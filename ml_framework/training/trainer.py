@@ -1,0 +1,280 @@
+"""The training loop. It knows nothing of Optuna: it hands epoch metrics to callbacks."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ml_framework.training.optim import is_plateau
+
+METRIC_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Callback:
+    """Hooks the trainer calls. Raise to abort training (e.g. a pruned trial); set
+    `trainer.should_stop = True` to end it after the current epoch."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Called once before the first (or first resumed) epoch."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after each epoch's checkpoint is written; `epoch` counts from 1."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Called once after the last epoch (not when a callback raised)."""
+
+
+def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether `value` beats `best` in `mode`; NaN never does."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs (derived from history,
+    so a resumed run stops exactly where an uninterrupted one would)."""
+
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float = 0.0) -> None:
+        self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        best: float | None = None
+        best_epoch = 0
+        for row in trainer.history:
+            if improved(row[self.monitor], best, self.mode, self.min_delta):
+                best, best_epoch = row[self.monitor], row["epoch"]
+        if epoch - best_epoch >= self.patience:
+            trainer.should_stop = True
+            trainer.stopped_early = True
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Macro F1 over the classes that occur as target or prediction (as scikit-learn does)."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    predicted = confusion.sum(0)
+    actual = confusion.sum(1)
+    present = (predicted + actual) > 0
+    f1 = torch.where(predicted + actual > 0, 2 * tp / (predicted + actual).clamp(min=1), torch.zeros_like(tp))
+    return float(f1[present].mean()) if bool(present.any()) else 0.0
+
+
+class Trainer:
+    """Train/validate epochs with checkpoints, AMP on CUDA and exact resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        train_batches: Any,
+        val_batches: Any,
+        *,
+        num_classes: int,
+        num_epochs: int,
+        device: torch.device,
+        monitor: str = "val_acc",
+        monitor_mode: str = "max",
+        amp: bool = False,
+        grad_clip_norm: float | None = None,
+        label_smoothing: float = 0.0,
+        checkpoint_dir: Path | None = None,
+        callbacks: Sequence[Callback] = (),
+        progress: Any = None,
+    ) -> None:
+        if monitor not in METRIC_NAMES:
+            from ml_framework.errors import ConfigError
+
+            raise ConfigError(f"training.monitor: '{monitor}' is not a metric; choose from {', '.join(METRIC_NAMES)}")
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.train_batches, self.val_batches = train_batches, val_batches
+        self.num_classes, self.num_epochs, self.device = num_classes, num_epochs, device
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.grad_clip_norm = grad_clip_norm
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.checkpoint_dir = checkpoint_dir
+        self.callbacks = list(callbacks)
+        self.progress = progress  # an object with start_epoch(epoch, n_batches), advance(), end_epoch(metrics)
+        cuda = device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp and cuda else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, float]] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.should_stop = False
+        self.stopped_early = False
+
+    # -- one epoch ----------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        model, opt, loss_fn, scaler = self.model, self.optimizer, self.loss_fn, self.scaler
+        model.train()
+        self.train_batches.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        advance = self.progress.advance if self.progress is not None else None
+        for x, y in self.train_batches:
+            with self._autocast():
+                out = model(x)
+                loss = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if self.grad_clip_norm:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip_norm)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                if self.grad_clip_norm:
+                    nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip_norm)
+                opt.step()
+            n = y.shape[0]
+            loss_sum += loss.detach().float() * n
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += n
+            if advance is not None:
+                advance()
+        return {"train_loss": float(loss_sum) / max(seen, 1), "train_acc": float(correct) / max(seen, 1)}
+
+    @torch.inference_mode()
+    def evaluate(self, batches: Iterable, prefix: str = "val") -> dict[str, float]:
+        """Loss, accuracy and macro F1 over `batches`."""
+        self.model.eval()
+        k = self.num_classes
+        loss_sum = torch.zeros((), device=self.device)
+        confusion = torch.zeros(k * k, device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in batches:
+            with self._autocast():
+                out = self.model(x)
+            loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+            confusion += torch.bincount(y * k + out.argmax(1), minlength=k * k)
+            seen += y.shape[0]
+        if seen == 0:
+            return {}
+        confusion = confusion.view(k, k).cpu()
+        return {
+            f"{prefix}_loss": float(loss_sum) / seen,
+            f"{prefix}_acc": float(confusion.diag().sum()) / seen,
+            f"{prefix}_f1": macro_f1(confusion),
+        }
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, float]]:
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        while self.epoch < self.num_epochs and not self.should_stop:
+            epoch = self.epoch + 1
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            if self.progress is not None:
+                self.progress.start_epoch(epoch, len(self.train_batches))
+            start = time.perf_counter()
+            metrics: dict[str, float] = {"epoch": epoch, **self.train_epoch(epoch)}
+            if not math.isfinite(metrics["train_loss"]):
+                raise TrainingDiverged(
+                    f"train_loss became {metrics['train_loss']} at epoch {epoch} (lr={lr:g}); "
+                    "lower optimizer.lr or enable training.grad_clip_norm"
+                )
+            metrics.update(self.evaluate(self.val_batches, "val"))
+            metrics["lr"] = lr
+            metrics["epoch_time"] = time.perf_counter() - start
+            self._step_scheduler(metrics)
+            self.history.append(metrics)
+            self.epoch = epoch
+            is_best = improved(metrics.get(self.monitor, math.nan), self.best_value, self.monitor_mode)
+            if is_best:
+                self.best_value, self.best_epoch = metrics[self.monitor], epoch
+            self._save_checkpoints(is_best)
+            if self.progress is not None:
+                self.progress.end_epoch(metrics, is_best)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, metrics)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def _step_scheduler(self, metrics: dict[str, float]) -> None:
+        if self.scheduler is None:
+            return
+        if is_plateau(self.scheduler):
+            self.scheduler.step(metrics[self.monitor])
+        else:
+            self.scheduler.step()
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+        self.stopped_early = state.get("stopped_early", False)
+        self.should_stop = self.stopped_early
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+    def _save_checkpoints(self, is_best: bool) -> None:
+        if self.checkpoint_dir is None:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_save(self.state_dict(), self.checkpoint_dir / "last.pt")
+        if is_best:
+            best = {"model": self.model.state_dict(), "epoch": self.epoch, "metrics": self.history[-1]}
+            _atomic_save(best, self.checkpoint_dir / "best.pt")
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
