@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, help="data.fold: validate on this cross-validation fold")
     p.add_argument("--resume", type=Path, metavar="CKPT", help="checkpoint (or run dir) to continue exactly")
     p.add_argument("--name", help="run dir name under output.runs_dir (default: dataset_model_timestamp)")
-    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="any config key, e.g. model.dropout=0.3")
+    p.add_argument(
+        "overrides", nargs="*", metavar="dotted.key=value", help="any config key, e.g. model.dropout=0.3"
+    )
     return p
 
 

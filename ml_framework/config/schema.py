@@ -125,7 +125,7 @@ class SearchEarlyStoppingConfig:
 class SearchConfig:
     study_name: Optional[str] = None  # default <dataset>_optimization
     storage: Optional[str] = None  # default sqlite:///<runs_dir>/optuna_studies/optuna.db
-    n_trials: int = 20
+    n_trials: Optional[int] = 20  # with --resume: trials to add
     timeout: Optional[float] = None  # seconds
     direction: str = "maximize"
     metric: str = "val_acc"
@@ -136,6 +136,9 @@ class SearchConfig:
     search_space: dict[str, Any] = field(default_factory=dict)
     keep_checkpoints: str = "best"  # best, all, none
     n_workers: int = 1
+    heartbeat_interval: int = 10  # seconds; a trial silent for grace_period is failed and retried
+    grace_period: int = 30
+    max_retry: int = 2  # retries of a trial whose worker died
     cross_validation: CrossValidationConfig = field(default_factory=CrossValidationConfig)
     early_stopping: SearchEarlyStoppingConfig = field(default_factory=SearchEarlyStoppingConfig)
 

@@ -275,11 +275,20 @@ def load_images(
     if memo is not None:
         return memo
 
-    target = Path(cache_dir if cache_dir is not None else Path(data_dir) / ".cache") / f"{CACHE_PREFIX}{key}.pt"
+    target = (
+        Path(cache_dir if cache_dir is not None else Path(data_dir) / ".cache") / f"{CACHE_PREFIX}{key}.pt"
+    )
     result = _load_cached(target, key)
     if result is None:
         result = _decode_folder(
-            folder.root, folder.classes, rel_files, folder.files, folder.labels, image_size, channels, num_workers
+            folder.root,
+            folder.classes,
+            rel_files,
+            folder.files,
+            folder.labels,
+            image_size,
+            channels,
+            num_workers,
         )
         payload = {
             "key": key,

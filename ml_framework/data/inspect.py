@@ -142,7 +142,7 @@ def inspect_dataset(data_dir: str | Path, workers: int | None = None) -> Dataset
     counts = dict.fromkeys(classes, 0)
     images: list[ImageInfo] = []
     unreadable: list[Unreadable] = []
-    for path, label, result in zip(folder.files, folder.labels, results):
+    for path, label, result in zip(folder.files, folder.labels, results, strict=True):
         if isinstance(result, str):
             unreadable.append(Unreadable(folder.relative(path), result))
             continue
@@ -194,8 +194,7 @@ def render_report(report: DatasetReport, max_class_rows: int = 30) -> list:
         + (f", {len(report.unreadable)} unreadable" if report.unreadable else ""),
         "image size": f"min {format_size(report.min_size)}, median {format_size(report.median_size)}, "
         f"max {format_size(report.max_size)}",
-        "channels": report.channel_kind
-        + (" (converted to RGB)" if report.channel_kind == "mixed" else ""),
+        "channels": report.channel_kind + (" (converted to RGB)" if report.channel_kind == "mixed" else ""),
         "formats": ", ".join(f"{f} {n}" for f, n in report.formats.items()),
         "class imbalance": f"{report.imbalance:.2f} (largest / smallest class)",
     }

@@ -5,13 +5,16 @@
 | architecture                         | family      | config keys that reach the constructor   |
 |--------------------------------------|-------------|------------------------------------------|
 | `simple_cnn`, `mlp`                  | built-in    | width, depth, dropout, kwargs (see below)|
-| `resnet18`, `torchvision/<name>`     | torchvision | dropout (models that take one), kwargs   |
+| `resnet18`, `torchvision/<name>`     | torchvision | dropout, kwargs                          |
 | `timm/<name>`                        | timm        | dropout (as `drop_rate`), kwargs         |
 
-`num_classes`, `pretrained` and `weights_path` apply to every family. A key that cannot reach its
-family's constructor (`width`/`depth` off their defaults for torchvision or timm, `dropout` for a
-torchvision model without dropout, `weights_path` without `pretrained`) is a ConfigError, never
-silently ignored. Built-in kwargs: `simple_cnn` takes `convs_per_block`; `mlp` takes none.
+`num_classes`, `pretrained` and `weights_path` apply to every family. torchvision models whose
+constructor takes `dropout` (efficientnet, mobilenet, vgg, vit, ...) get it there; the others
+(resnet, convnext, densenet, regnet, ...) get it as dropout before their classifier Linear
+(`DropoutLinear`, same state_dict keys), so searching `model.dropout` across architectures works.
+A key that cannot reach its family's constructor (`width`/`depth` off their defaults for
+torchvision or timm, `weights_path` without `pretrained`) is a ConfigError, never silently ignored.
+Built-in kwargs: `simple_cnn` takes `convs_per_block`; `mlp` takes none.
 
 Nothing is ever downloaded: pretrained weights come from the local file `model.weights_path`.
 """
@@ -37,8 +40,8 @@ logger = logging.getLogger(__name__)
 
 _DEFAULTS = ModelConfig()
 
-# Keys of the `model` section that only some families use, checked against their defaults.
-_FAMILY_ONLY_KEYS = ("width", "depth")
+# Keys of the `model` section that only the built-ins use, checked against their defaults.
+_BUILTIN_ONLY_KEYS = ("width", "depth")
 
 # Checkpoint dict entries that hold the model's state_dict, tried in order.
 STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict")
@@ -99,17 +102,20 @@ def _construct(fn: Callable[..., nn.Module], arch: str, **kwargs: Any) -> nn.Mod
     try:
         return fn(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"model.architecture={arch!r} rejected its arguments {kwargs}: {e}") from e
+        raise ConfigError(
+            f"model.architecture={arch!r} rejected its arguments {kwargs}: {e}; check model.kwargs"
+        ) from e
 
 
-def _check_unused(arch: str, model_cfg: Any, keys: tuple[str, ...], why: str) -> None:
-    """A key set away from its default that this family would ignore is an error."""
-    for key in keys:
+def _check_builtin_only(arch: str, model_cfg: Any) -> None:
+    """`width`/`depth` set away from their defaults for a model that ignores them is an error."""
+    for key in _BUILTIN_ONLY_KEYS:
         value = _cfg(model_cfg, key)
         if value != getattr(_DEFAULTS, key):
             raise ConfigError(
-                f"model.{key}={value!r} has no effect on model.architecture={arch!r} ({why}); "
-                f"remove model.{key} or pick a model that uses it"
+                f"model.{key}={value!r} has no effect on model.architecture={arch!r} (width and depth "
+                f"configure the built-in models {', '.join(BUILTIN_MODELS)}); remove model.{key}, or "
+                f"set torchvision/timm constructor arguments in model.kwargs"
             )
 
 
@@ -144,22 +150,25 @@ def _build_torchvision(
 ) -> nn.Module:
     import torchvision
 
-    _check_unused(arch, model_cfg, _FAMILY_ONLY_KEYS, "width/depth configure the built-in models only")
+    _check_builtin_only(arch, model_cfg)
     builder = torchvision.models.get_model_builder(arch)
     model_cls = inspect.signature(builder).return_annotation
     named, open_kwargs = _signature_params(model_cls.__init__)
     if not open_kwargs:
         _check_kwargs(kwargs, named - {"num_classes"}, arch)
     args = {**TORCHVISION_DEFAULT_KWARGS.get(arch, {}), **kwargs}
-    if "dropout" in named:
-        args.setdefault("dropout", float(_cfg(model_cfg, "dropout")))
-    else:
-        _check_unused(arch, model_cfg, ("dropout",), f"torchvision's {model_cls.__name__} has no dropout")
+    dropout = float(_cfg(model_cfg, "dropout"))
+    takes_dropout = "dropout" in named
+    if takes_dropout:
+        args.setdefault("dropout", dropout)
     if "image_size" in named:  # vision transformers build their position embedding for one size
         args.setdefault("image_size", image_size)
-    model = _construct(torchvision.models.get_model, arch, name=arch, weights=None, num_classes=num_classes, **args)
+    get_model = torchvision.models.get_model
+    model = _construct(get_model, arch, name=arch, weights=None, num_classes=num_classes, **args)
     if channels != 3:
         _adapt_first_conv(model, channels)
+    if not takes_dropout and dropout > 0:
+        _add_head_dropout(model, arch, dropout)
     return model
 
 
@@ -168,7 +177,7 @@ def _build_timm(
 ) -> nn.Module:
     import timm
 
-    _check_unused(arch, model_cfg, _FAMILY_ONLY_KEYS, "width/depth configure the built-in models only")
+    _check_builtin_only(arch, model_cfg)
     name = arch.removeprefix("timm/")
     return _construct(
         timm.create_model,
@@ -205,10 +214,9 @@ def _timm_suggestions(name: str) -> list[str]:
 
 def resolve_architecture(arch: str) -> tuple[str, str]:
     """`model.architecture` -> (family, canonical architecture), or a ConfigError with suggestions."""
-    for prefix, family in PREFIXES.items():
-        if arch.startswith(prefix):
-            name = arch.removeprefix(prefix)
-            break
+    prefix = next((p for p in PREFIXES if arch.startswith(p)), None)
+    if prefix is not None:
+        family, name = PREFIXES[prefix], arch.removeprefix(prefix)
     else:
         family, name = ("builtin", arch) if arch in BUILTIN_MODELS else ("torchvision", arch)
 
@@ -232,12 +240,51 @@ def resolve_architecture(arch: str) -> tuple[str, str]:
         near.insert(0, f"timm/{name}")
     raise ConfigError(
         f"model.architecture={arch!r} is not a built-in ({', '.join(BUILTIN_MODELS)}) or torchvision "
-        "model; timm models are named timm/<name>"
-        + (f". Did you mean: {', '.join(near)}?" if near else "")
+        "model; timm models are named timm/<name>" + (f". Did you mean: {', '.join(near)}?" if near else "")
     )
 
 
-# --------------------------------------------------------------------------- channels
+# --------------------------------------------------------------------------- stem and head
+
+
+class DropoutLinear(nn.Linear):
+    """A Linear layer with dropout on its input: adds `model.dropout` to a classifier head
+    without renaming its parameters, so state_dicts stay interchangeable with the plain model."""
+
+    def __init__(self, linear: nn.Linear, p: float) -> None:
+        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        self.load_state_dict(linear.state_dict())
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.dropout(x, self.p, self.training))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dropout={self.p}"
+
+
+def _classifier(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The classifier: the last Linear (or 1x1-conv classifier, as in squeezenet) module."""
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            found = name, module
+    return found
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), attr, module)
+
+
+def _add_head_dropout(model: nn.Module, arch: str, p: float) -> None:
+    found = _classifier(model)
+    if found is None or not isinstance(found[1], nn.Linear):
+        raise ConfigError(
+            f"model.dropout={p} cannot be applied to model.architecture={arch!r}: its classifier is not "
+            "a Linear layer; set model.dropout=0"
+        )
+    _replace(model, found[0], DropoutLinear(found[1], p))
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
@@ -264,22 +311,19 @@ def _adapt_first_conv(model: nn.Module, channels: int) -> None:
         bias=old.bias is not None,
         padding_mode=old.padding_mode,
     )
-    parent_name, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), attr, new)
+    _replace(model, name, new)
 
 
 # --------------------------------------------------------------------------- weights
 
 
 def _head_keys(model: nn.Module) -> set[str]:
-    """state_dict keys of the classifier: the last Linear (or 1x1-conv classifier) module."""
-    last: str | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear | nn.Conv2d):
-            last = name
-    if last is None:
+    """state_dict keys of the classifier."""
+    found = _classifier(model)
+    if found is None:
         return set()
-    return {f"{last}.{p}" for p, _ in model.get_submodule(last).named_parameters(recurse=False)}
+    name, module = found
+    return {f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)}
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -426,6 +470,9 @@ def create_model(model_cfg: Any, *, channels: int, image_size: int, num_classes:
     num_classes = _num_classes(model_cfg, num_classes)
     weights_path = _check_pretrained(model_cfg)
     arch = str(_cfg(model_cfg, "architecture"))
+    dropout = float(_cfg(model_cfg, "dropout"))
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
     family, arch = resolve_architecture(arch)
     kwargs = dict(_cfg(model_cfg, "kwargs") or {})
     model = FAMILIES[family](arch, model_cfg, channels, image_size, num_classes, kwargs)

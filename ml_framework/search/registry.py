@@ -15,7 +15,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ml_framework.errors import ConfigError, closest
-from ml_framework.search.space import SearchSpace, _plain, finite_values, grid_points
+from ml_framework.search.space import SearchSpace, finite_values, grid_points, to_plain
 
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
@@ -120,7 +120,7 @@ def resolve_pruner_name(name: str) -> str:
 
 def _split(spec: Any, where: str, resolve: Callable[[str], str]) -> tuple[str, dict[str, Any]]:
     """A spec (mapping with `type`, or a bare name) -> (class name, kwargs)."""
-    spec = _plain(spec)
+    spec = to_plain(spec)
     if isinstance(spec, str):
         spec = {"type": spec}
     if not isinstance(spec, Mapping):
@@ -134,30 +134,37 @@ def _split(spec: Any, where: str, resolve: Callable[[str], str]) -> tuple[str, d
         raise ConfigError(f"{where}.type: {e}") from e
 
 
-def _nsgaii_object(value: Any, where: str) -> Any:
+def _nsgaii_operator(kind: str) -> Callable[[Any, str], Any]:
     """`crossover: SBXCrossover` or `{type: BLXAlphaCrossover, alpha: 0.3}` -> the operator object."""
-    import optuna.samplers.nsgaii as nsgaii
 
-    value = _plain(value)
-    spec = {"type": value} if isinstance(value, str) else value
-    if not isinstance(spec, Mapping) or not isinstance(getattr(nsgaii, str(spec.get("type")), None), type):
-        valid = [n for n in dir(nsgaii) if n.endswith(("Crossover", "Mutation")) and not n.startswith("Base")]
-        raise ConfigError(f"{where}: expected one of {', '.join(valid)} (or {{type: ..., **kwargs}})")
-    return _construct(getattr(nsgaii, spec["type"]), {k: v for k, v in spec.items() if k != "type"}, where)
+    def build(value: Any, where: str) -> Any:
+        import optuna.samplers.nsgaii as nsgaii
+
+        valid = [n for n in dir(nsgaii) if n.endswith(kind) and not n.startswith("Base")]
+
+        def resolve(name: str) -> str:
+            if name not in valid:
+                raise ConfigError(f"expected one of {', '.join(valid)}, got {name!r}")
+            return name
+
+        name, kwargs = _split(value, where, resolve)
+        return _construct(getattr(nsgaii, name), kwargs, where)
+
+    return build
 
 
 def _array(value: Any, where: str) -> Any:
     import numpy as np
 
-    return np.asarray(_plain(value), dtype=float)
+    return np.asarray(to_plain(value), dtype=float)
 
 
 # Constructor arguments that must be Optuna objects, built from their YAML form.
 _OBJECT_ARGS: dict[str, Callable[[Any, str], Any]] = {
     "independent_sampler": lambda v, where: create_sampler(v, SearchSpace(()), where=where),
     "wrapped_pruner": lambda v, where: None if v is None else create_pruner(v, where=where),
-    "crossover": _nsgaii_object,
-    "mutation": _nsgaii_object,
+    "crossover": _nsgaii_operator("Crossover"),
+    "mutation": _nsgaii_operator("Mutation"),
     "reference_points": _array,
 }
 
@@ -166,20 +173,27 @@ def _construct(cls: type, kwargs: dict[str, Any], where: str) -> Any:
     """cls(**kwargs) with every argument checked against the constructor's signature."""
     params = inspect.signature(cls).parameters
     listing = ", ".join(params) or "none"
-    for key, value in kwargs.items():
+    for key in kwargs:
         if key not in params:
             near = closest(key, params)
             hint = f" Did you mean {near[0]}?" if near else ""
-            raise ConfigError(f"{where}: {cls.__name__} has no parameter '{key}'.{hint} Parameters: {listing}")
+            raise ConfigError(
+                f"{where}: {cls.__name__} has no parameter '{key}'.{hint} Parameters: {listing}"
+            )
         if "Callable" in str(params[key].annotation) and key not in _OBJECT_ARGS:
             raise ConfigError(f"{where}.{key}: {cls.__name__} expects a Python function here; not settable")
     missing = [
-        n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in kwargs and p.kind not in
-        (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        n
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and n not in kwargs
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     ]
     if missing:
         raise ConfigError(f"{where}: {cls.__name__} needs {', '.join(f'`{m}`' for m in missing)}")
-    built = {k: _OBJECT_ARGS[k](v, f"{where}.{k}") if k in _OBJECT_ARGS else _plain(v) for k, v in kwargs.items()}
+    built = {
+        k: _OBJECT_ARGS[k](v, f"{where}.{k}") if k in _OBJECT_ARGS else to_plain(v) for k, v in kwargs.items()
+    }
     try:
         return cls(**built)
     except (TypeError, ValueError) as e:
@@ -189,7 +203,9 @@ def _construct(cls: type, kwargs: dict[str, Any], where: str) -> Any:
 def _check_installed(name: str, where: str) -> None:
     missing = [m for m in SAMPLER_REQUIRES.get(name, ()) if importlib.util.find_spec(m) is None]
     if missing:
-        raise ConfigError(f"{where}: {name} needs the package(s) {', '.join(missing)}: pip install {' '.join(missing)}")
+        raise ConfigError(
+            f"{where}: {name} needs the package(s) {', '.join(missing)}: pip install {' '.join(missing)}"
+        )
 
 
 def create_sampler(
@@ -206,7 +222,9 @@ def create_sampler(
     _check_installed(name, where)
     if name == "GridSampler":
         if "search_space" in kwargs:
-            raise ConfigError(f"{where}: GridSampler takes its grid from search.search_space, not search_space")
+            raise ConfigError(
+                f"{where}: GridSampler takes its grid from search.search_space, not search_space"
+            )
         kwargs["search_space"] = grid_points(space)
     if name == "BruteForceSampler":
         finite_values(space, name)  # conditional parameters are fine, continuous ranges are not
@@ -235,7 +253,9 @@ _WARMUP_ARGS: dict[str, tuple[str, int | str, str]] = {
 }
 
 
-def pruner_warnings(spec: Mapping[str, Any] | str, num_epochs: int, *, where: str = "search.pruner") -> list[str]:
+def pruner_warnings(
+    spec: Mapping[str, Any] | str, num_epochs: int, *, where: str = "search.pruner"
+) -> list[str]:
     """Pruner settings that cannot work within `num_epochs` (steps are epochs 1..num_epochs)."""
     name, kwargs = _split(spec, where, resolve_pruner_name)
     warnings: list[str] = []
@@ -255,5 +275,7 @@ def pruner_warnings(spec: Mapping[str, Any] | str, num_epochs: int, *, where: st
             f"use 'auto' or {num_epochs}"
         )
     if name == "PatientPruner" and kwargs.get("wrapped_pruner") is not None:
-        warnings.extend(pruner_warnings(kwargs["wrapped_pruner"], num_epochs, where=f"{where}.wrapped_pruner"))
+        warnings.extend(
+            pruner_warnings(kwargs["wrapped_pruner"], num_epochs, where=f"{where}.wrapped_pruner")
+        )
     return warnings

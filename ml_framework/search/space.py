@@ -112,7 +112,7 @@ class SearchSpace:
 # Parsing
 
 
-def _plain(data: Any) -> Any:
+def to_plain(data: Any) -> Any:
     """OmegaConf containers -> plain dicts/lists (a composed config hands us DictConfig)."""
     if isinstance(data, DictConfig | ListConfig):
         return OmegaConf.to_container(data, resolve=True)
@@ -184,6 +184,13 @@ def _range(where: str, spec: Mapping[str, Any], integer: bool) -> tuple[Any, Any
             raise ConfigError(f"{where}: step must be positive, got {step}")
         if step > high - low:
             raise ConfigError(f"{where}: step ({step}) is larger than the range [{low}, {high}]")
+        n = (high - low) / step
+        if abs(n - round(n)) > 1e-9 * max(1.0, n):
+            fit = float(f"{low + math.floor(n + 1e-9) * step:.12g}")
+            raise ConfigError(
+                f"{where}: the range [{low}, {high}] is not a whole number of steps of {step}; "
+                f"use high: {int(fit) if integer else fit}"
+            )
         if log and (not integer or step != 1):
             raise ConfigError(f"{where}: `step` and `log` cannot be combined; drop one")
     return low, high, step, log
@@ -239,7 +246,7 @@ def _values_dist(where: str, spec: Mapping[str, Any]) -> BaseDistribution:
 def _check_type(where: str, spec: Mapping[str, Any]) -> None:
     if "type" in spec:
         kind = spec["type"]
-        if kind not in SPEC_TYPES:
+        if not isinstance(kind, str) or kind not in SPEC_TYPES:
             near = closest(str(kind), SPEC_TYPES)
             hint = f" Did you mean {near[0]}?" if near else ""
             raise ConfigError(
@@ -253,7 +260,7 @@ def _check_type(where: str, spec: Mapping[str, Any]) -> None:
 
 
 def _parse_condition(where: str, raw: Any) -> Condition:
-    raw = _plain(raw)
+    raw = to_plain(raw)
     if not isinstance(raw, Mapping) or "parameter" not in raw:
         raise ConfigError(f"{where}: `condition` must look like {{parameter: optimizer.name, value: sgd}}")
     for key in raw:
@@ -267,7 +274,7 @@ def _parse_condition(where: str, raw: Any) -> Condition:
 
 
 def _parse_param(name: str, spec: Any, here: str) -> ParamSpec:
-    spec = _plain(spec)
+    spec = to_plain(spec)
     if not isinstance(spec, Mapping):
         raise ConfigError(
             f"{here}: expected a mapping such as {{type: loguniform, low: 1e-5, high: 1e-1}} "
@@ -276,11 +283,11 @@ def _parse_param(name: str, spec: Any, here: str) -> ParamSpec:
     _check_type(here, spec)
     family = SPEC_TYPES[spec["type"]][0] if "type" in spec else "categorical"
     allowed = _COMMON_KEYS | (frozenset() if "values" in spec else SPEC_TYPES[spec["type"]][1])
+    if "values" in spec and "choices" in spec:
+        raise ConfigError(f"{here}: give `choices` or `values`, not both")
     for key in spec:
         if key not in allowed:
             raise ConfigError(unknown_key_message(str(key), sorted(allowed), here))
-    if "values" in spec and "choices" in spec:
-        raise ConfigError(f"{here}: give `choices` or `values`, not both")
     builder = _values_dist if "values" in spec else _BUILDERS[family]
     condition = _parse_condition(here, spec["condition"]) if spec.get("condition") is not None else None
     return ParamSpec(name, builder(here, spec), condition)
@@ -335,7 +342,7 @@ def _check_parents(params: dict[str, ParamSpec], where: str) -> None:
 
 def parse_search_space(spec: Mapping[str, Any], *, where: str = WHERE) -> SearchSpace:
     """Parse a `search.search_space` mapping; every problem is a ConfigError naming the parameter."""
-    spec = _plain(spec)
+    spec = to_plain(spec)
     if spec is None:
         spec = {}
     if not isinstance(spec, Mapping):
@@ -498,7 +505,8 @@ def _inline_scalar(text: str, item: str) -> Any:
     try:
         value = yaml.safe_load(item)
     except yaml.YAMLError as e:
-        raise ConfigError(f"--param '{text}': cannot read value {item!r}: {e}") from e
+        reason = str(e).splitlines()[0]
+        raise ConfigError(f"--param '{text}': cannot read value {item!r} ({reason}); {INLINE_SYNTAX}") from e
     if isinstance(value, dict | list):
         raise ConfigError(f"--param '{text}': {item!r} is not a single value; {INLINE_SYNTAX}")
     return value

@@ -14,7 +14,9 @@ from ml_framework.errors import ConfigError
 def _sgd(params: Iterable, c: DictConfig) -> torch.optim.Optimizer:
     if c.nesterov and c.momentum <= 0:
         raise ConfigError("optimizer.nesterov: true needs optimizer.momentum > 0")
-    return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay)
+    return torch.optim.SGD(
+        params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov, weight_decay=c.weight_decay
+    )
 
 
 def _betas(c: DictConfig) -> tuple[float, float]:
@@ -47,8 +49,12 @@ def _warmup_cosine(opt: torch.optim.Optimizer, c: DictConfig, num_epochs: int, m
         raise ConfigError(
             f"scheduler.warmup_epochs ({c.warmup_epochs}) must be below training.num_epochs ({num_epochs})"
         )
-    warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (c.warmup_epochs + 1), total_iters=c.warmup_epochs)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=num_epochs - c.warmup_epochs, eta_min=c.min_lr)
+    warmup = torch.optim.lr_scheduler.LinearLR(
+        opt, start_factor=1.0 / (c.warmup_epochs + 1), total_iters=c.warmup_epochs
+    )
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=num_epochs - c.warmup_epochs, eta_min=c.min_lr
+    )
     return torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[c.warmup_epochs])
 
 
@@ -77,7 +83,9 @@ SCHEDULERS: dict[str, Callable[..., Any] | None] = {
 }
 
 
-def create_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, num_epochs: int, monitor_mode: str) -> Any:
+def create_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: DictConfig, num_epochs: int, monitor_mode: str
+) -> Any:
     """`cfg` is the `scheduler` section; stepped once per epoch (plateau: with the monitored metric)."""
     if cfg.name not in SCHEDULERS:
         raise ConfigError(f"scheduler.name: '{cfg.name}' is not one of {', '.join(SCHEDULERS)}")

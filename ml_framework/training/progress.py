@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 SHOWN = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr")
@@ -56,7 +63,9 @@ class RichProgress:
         )
 
 
-def results_table(best: dict[str, float], final: dict[str, float], test: dict[str, float], best_epoch: Any) -> Table:
+def results_table(
+    best: dict[str, float], final: dict[str, float], test: dict[str, float], best_epoch: Any
+) -> Table:
     table = Table(title="Results")
     table.add_column("metric")
     table.add_column(f"best (epoch {best_epoch})", justify="right")

@@ -66,7 +66,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"training.device: '{name}' asked for, but CUDA is not available here (use auto or cpu)")
+        raise ConfigError(
+            f"training.device: '{name}' asked for, but CUDA is not available here (use auto or cpu)"
+        )
     try:
         return torch.device(name)
     except RuntimeError as e:
@@ -92,7 +94,9 @@ def prepare_data(cfg: DictConfig, device: torch.device) -> PreparedData:
     from ml_framework.data.splits import make_splits
 
     d, t = cfg.data, cfg.training
-    images = load_images(d.data_dir, d.image_size, d.channels, cache_dir=d.cache_dir, num_workers=d.num_workers)
+    images = load_images(
+        d.data_dir, d.image_size, d.channels, cache_dir=d.cache_dir, num_workers=d.num_workers
+    )
     if d.class_names is not None and list(d.class_names) != list(images.classes):
         raise DataError(
             f"data.class_names {list(d.class_names)} does not match the class folders in "
@@ -100,7 +104,11 @@ def prepare_data(cfg: DictConfig, device: torch.device) -> PreparedData:
         )
     split_seed = t.seed if d.split_seed is None else d.split_seed
     splits = make_splits(
-        images.labels.numpy(), val_split=d.val_split, test_split=d.test_split, n_folds=d.n_folds, seed=split_seed
+        images.labels.numpy(),
+        val_split=d.val_split,
+        test_split=d.test_split,
+        n_folds=d.n_folds,
+        seed=split_seed,
     )
     train_idx, val_idx, test_idx = splits.for_fold(d.fold)
     if len(val_idx) == 0:
@@ -181,7 +189,9 @@ def run_training(
     data = prepare_data(cfg, device)
 
     torch.manual_seed(t.seed)  # model init independent of what data preparation consumed
-    model = create_model(cfg.model, channels=data.channels, image_size=data.image_size, num_classes=len(data.classes))
+    model = create_model(
+        cfg.model, channels=data.channels, image_size=data.image_size, num_classes=len(data.classes)
+    )
     model = model.to(device)
     if t.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -194,7 +204,9 @@ def run_training(
         run_dir = Path(resume).parent.parent
     elif run_dir is None:
         run_dir = create_run_dir(
-            cfg.output.runs_dir, cfg.output.name, f"{cfg.data.dataset_name}_{cfg.model.architecture.replace('/', '-')}"
+            cfg.output.runs_dir,
+            cfg.output.name,
+            f"{cfg.data.dataset_name}_{cfg.model.architecture.replace('/', '-')}",
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml", drop_search=True)
@@ -273,7 +285,9 @@ def run_training(
     return result
 
 
-def _test_metrics(trainer: Any, data: PreparedData, best_path: Path, device: torch.device) -> dict[str, float]:
+def _test_metrics(
+    trainer: Any, data: PreparedData, best_path: Path, device: torch.device
+) -> dict[str, float]:
     """Metrics of the best checkpoint on the held-out test split."""
     if len(data.test) == 0:
         return {}

@@ -40,5 +40,7 @@ def resolve_resume(path: str | Path) -> tuple[Path, Path]:
     if path.is_dir():
         path = path / "checkpoints" / "last.pt"
     if not path.is_file():
-        raise ConfigError(f"--resume: checkpoint not found: {path} (give a run dir or its checkpoints/last.pt)")
+        raise ConfigError(
+            f"--resume: checkpoint not found: {path} (give a run dir or its checkpoints/last.pt)"
+        )
     return path, path.parent.parent

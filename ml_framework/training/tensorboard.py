@@ -11,10 +11,18 @@ from omegaconf import DictConfig, OmegaConf
 from ml_framework.training.trainer import Callback, Trainer
 
 HPARAM_SECTIONS = ("data", "model", "training", "optimizer", "scheduler")
-SKIPPED_HPARAMS = ("data.data_dir", "data.cache_dir", "data.class_names", "data.num_workers", "training.device")
+SKIPPED_HPARAMS = (
+    "data.data_dir",
+    "data.cache_dir",
+    "data.class_names",
+    "data.num_workers",
+    "training.device",
+)
 
 
-def flatten_hparams(cfg: DictConfig, extra: dict[str, Any] | None = None) -> dict[str, float | int | str | bool]:
+def flatten_hparams(
+    cfg: DictConfig, extra: dict[str, Any] | None = None
+) -> dict[str, float | int | str | bool]:
     """Scalar config values by dotted key (lists and None as text), plus `extra` (e.g. sampled params)."""
     out: dict[str, float | int | str | bool] = {}
 

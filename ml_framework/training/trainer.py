@@ -101,7 +101,9 @@ class Trainer:
         if monitor not in METRIC_NAMES:
             from ml_framework.errors import ConfigError
 
-            raise ConfigError(f"training.monitor: '{monitor}' is not a metric; choose from {', '.join(METRIC_NAMES)}")
+            raise ConfigError(
+                f"training.monitor: '{monitor}' is not a metric; choose from {', '.join(METRIC_NAMES)}"
+            )
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_batches, self.val_batches = train_batches, val_batches
         self.num_classes, self.num_epochs, self.device = num_classes, num_epochs, device
@@ -110,9 +112,13 @@ class Trainer:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.checkpoint_dir = checkpoint_dir
         self.callbacks = list(callbacks)
-        self.progress = progress  # an object with start_epoch(epoch, n_batches), advance(), end_epoch(metrics)
+        self.progress = (
+            progress  # an object with start_epoch(epoch, n_batches), advance(), end_epoch(metrics)
+        )
         cuda = device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp and cuda else None
+        self.amp_dtype = (
+            (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp and cuda else None
+        )
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []

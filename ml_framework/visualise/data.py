@@ -252,7 +252,9 @@ def intermediate_curves(trials: Sequence[Any]) -> list[Curve]:
     for t in sorted(trials, key=lambda t: t.number):
         if t.intermediate_values:
             steps = sorted(t.intermediate_values)
-            curves.append(Curve(t.number, state_name(t), steps, [float(t.intermediate_values[s]) for s in steps]))
+            curves.append(
+                Curve(t.number, state_name(t), steps, [float(t.intermediate_values[s]) for s in steps])
+            )
     return curves
 
 

@@ -1,0 +1,115 @@
+"""One trial: the base config plus sampled values, trained by `run_training`, pruned through a callback."""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+
+from ml_framework.config import set_value
+from ml_framework.search.space import SearchSpace, suggest
+from ml_framework.training.trainer import Callback, Trainer
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+class PruningCallback(Callback):
+    """Report the study's metric each epoch (step = epoch) and honour `should_prune`."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, step_offset: int = 0) -> None:
+        self.trial, self.metric, self.step_offset = trial, metric, step_offset
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        value = metrics[self.metric]
+        step = self.step_offset + epoch
+        self.trial.report(value, step)
+        self.trial.set_user_attr("last_epoch", epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.metric}={value:.4f}")
+
+
+def trial_config(base: DictConfig, params: dict[str, Any], metric: str, direction: str) -> DictConfig:
+    """The training config of a trial: base + sampled values; the best checkpoint follows the study metric."""
+    cfg = copy.deepcopy(base)
+    for key, value in params.items():
+        set_value(cfg, key, value, where="search.search_space")
+    cfg.training.monitor = metric
+    cfg.training.monitor_mode = "max" if direction == "maximize" else "min"
+    cfg.search = None
+    return cfg
+
+
+def trial_dir(study_path: Path, number: int) -> Path:
+    return study_path / f"trial_{number}"
+
+
+@dataclass
+class Objective:
+    """Callable for `study.optimize`. Trainer failures propagate (Optuna records the trial FAIL and
+    the error in user attrs); a NaN value fails the trial, so it never becomes the best."""
+
+    base_cfg: DictConfig
+    space: SearchSpace
+    metric: str
+    direction: str
+    study_path: Path
+    keep_checkpoints: str = "best"
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from ml_framework.training.run import run_training
+
+        params = suggest(trial, self.space)
+        cfg = trial_config(self.base_cfg, params, self.metric, self.direction)
+        run_dir = trial_dir(self.study_path, trial.number)
+        if run_dir.exists():  # a leftover of an earlier study with this name
+            shutil.rmtree(run_dir)
+        trial.set_user_attr("run_dir", str(run_dir))
+        try:
+            result = run_training(
+                cfg,
+                [PruningCallback(trial, self.metric)],
+                run_dir=run_dir,
+                progress=False,
+                hparams_extra=params,
+            )
+        except optuna.TrialPruned:
+            self._drop_checkpoints(run_dir, keep_best=False)
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+        value = result.value(self.metric)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("last_epoch", len(result.history))
+        trial.set_user_attr("metrics", {**result.best, **result.test})
+        if math.isnan(value):
+            trial.set_user_attr("error", f"{self.metric} is NaN")
+            raise RuntimeError(f"trial {trial.number}: {self.metric} is NaN")
+        self._drop_checkpoints(run_dir, keep_best=self.keep_checkpoints != "none")
+        return value
+
+    def _drop_checkpoints(self, run_dir: Path, keep_best: bool) -> None:
+        """A finished trial needs no resume checkpoint; `keep_checkpoints: all` keeps everything."""
+        if self.keep_checkpoints == "all":
+            return
+        ckpt = run_dir / "checkpoints"
+        (ckpt / "last.pt").unlink(missing_ok=True)
+        if not keep_best:
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def prune_non_best_weights(study: optuna.Study, study_path: Path) -> None:
+    """`keep_checkpoints: best`: only the best trial keeps its weights."""
+    try:
+        best = study.best_trial.number
+    except (ValueError, RuntimeError):  # no completed trial yet, or a multi-objective study
+        return
+    for t in study.get_trials(deepcopy=False, states=FINISHED):
+        if t.number != best:
+            (trial_dir(study_path, t.number) / "checkpoints" / "best.pt").unlink(missing_ok=True)

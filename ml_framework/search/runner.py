@@ -1,0 +1,176 @@
+"""Run a search in this process: study, trials, outputs after every trial, console progress."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ml_framework.search.objective import Objective, prune_non_best_weights
+from ml_framework.search.outputs import best_trial, state_counts, write_outputs
+from ml_framework.search.study import BUDGET_STATES, SearchSettings, open_study, run_worker
+
+State = optuna.trial.TrialState
+STATE_STYLE = {State.COMPLETE: "green", State.PRUNED: "yellow", State.FAIL: "red"}
+
+
+@dataclass
+class SearchOutcome:
+    ok: bool
+    interrupted: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
+    style = STATE_STYLE.get(trial.state, "white")
+    state = f"[{style}]{trial.state.name.capitalize():<8}[/]"
+    if trial.state == State.COMPLETE:
+        detail = f"{metric}={trial.value:.4f}"
+    elif trial.state == State.PRUNED:
+        detail = f"pruned at epoch {trial.last_step}"
+    else:
+        detail = f"error: {trial.user_attrs.get('error', 'see log')}"
+    return f"Trial {trial.number:03d} {state} {detail}  {format_params(trial.params)}"
+
+
+class _Reporter:
+    """After every finished trial: outputs, checkpoint policy, one console line, progress."""
+
+    def __init__(self, settings: SearchSettings, base_cfg: DictConfig, console: Console, progress: Progress | None) -> None:
+        self.settings, self.base_cfg, self.console, self.progress = settings, base_cfg, console, progress
+        self.task = progress.add_task("trials", total=None) if progress else None
+
+    def refresh(self, study: optuna.Study) -> dict[str, Any]:
+        summary = write_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics)
+        if self.settings.keep_checkpoints == "best":
+            prune_non_best_weights(study, self.settings.path)
+        return summary
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.refresh(study)
+        self.console.print(trial_line(trial, self.settings.metrics[0]))
+        if self.progress is not None and self.task is not None:
+            counts = state_counts(study.get_trials(deepcopy=False))
+            self.progress.update(
+                self.task,
+                completed=counts["complete"] + counts["pruned"],
+                description=f"complete {counts['complete']} | pruned {counts['pruned']} | failed {counts['fail']}",
+            )
+
+
+def run_search(
+    cfg: DictConfig,
+    settings: SearchSettings,
+    *,
+    mode: str,
+    config_path: str = "",
+    fail_fast: bool = False,
+    console: Console | None = None,
+) -> SearchOutcome:
+    console = console or Console(highlight=False)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("ml_framework").setLevel(logging.WARNING)
+    study, target = open_study(settings, mode, config_path)
+    already = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
+    console.print(
+        f"[bold]study[/] {settings.study_name} ({settings.storage_url}): {settings.metrics[0]} "
+        f"{settings.directions[0]}, sampler {study.user_attrs.get('sampler')}, pruner "
+        f"{study.user_attrs.get('pruner')}; {already} finished, running to {target}"
+    )
+    objective = Objective(cfg, settings.space, settings.metrics[0], settings.directions[0], settings.path, settings.keep_checkpoints)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    reporter = _Reporter(settings, cfg, console, progress)
+    if reporter.task is not None:
+        progress.update(reporter.task, total=target, completed=already)
+    started = time.perf_counter()
+    outcome = SearchOutcome(ok=True)
+    try:
+        with progress:
+            run_worker(
+                study,
+                objective,
+                target=target,
+                lock_path=settings.path / ".budget.lock",
+                timeout=settings.timeout,
+                fail_fast=fail_fast,
+                callbacks=[reporter],
+            )
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] the running trial is marked failed; finished trials are kept")
+        outcome.interrupted = True
+    except Exception as e:  # --fail-fast, or every trial failing
+        console.print(f"[red]search stopped:[/] {type(e).__name__}: {e}")
+        outcome.ok = False
+    finally:
+        outcome.summary = reporter.refresh(study)
+    _final_report(console, study, settings, outcome.summary, time.perf_counter() - started, config_path)
+    if best_trial(study) is None and not settings.multi_objective:
+        outcome.ok = False
+    return outcome
+
+
+def _final_report(
+    console: Console, study: optuna.Study, settings: SearchSettings, summary: dict[str, Any], elapsed: float, config_path: str
+) -> None:
+    counts = state_counts(study.get_trials(deepcopy=False))
+    console.print(
+        f"\n[bold]{settings.study_name}[/]: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed in {elapsed:.0f}s"
+    )
+    best = best_trial(study)
+    if best is None:
+        console.print("[red]no completed trial[/]")
+        return
+    table = Table(title=f"best trial {best.number}: {settings.metrics[0]} = {best.value:.4f}")
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    for k, v in best.params.items():
+        table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    _print_importances(console, study)
+    out = settings.path
+    console.print(
+        f"outputs: {out}/ (best_config.yaml, best_params.json, trial_history.csv, summary.json)\n"
+        "next:\n"
+        f"  ml-visualise --mode search --study-name {settings.study_name} --storage {settings.storage_url}\n"
+        f"  ml-train --config {out / 'best_config.yaml'}\n"
+        f"  tensorboard --logdir {out}"
+    )
+
+
+def _print_importances(console: Console, study: optuna.Study) -> None:
+    completed = study.get_trials(deepcopy=False, states=(State.COMPLETE,))
+    n_params = len({p for t in completed for p in t.params})
+    if len(completed) < 4 or n_params < 2:
+        return
+    try:
+        importances = optuna.importance.get_param_importances(study)
+    except Exception as e:  # importance needs variation; say why instead of failing the search
+        console.print(f"(parameter importances unavailable: {e})")
+        return
+    table = Table(title="parameter importances (fANOVA)")
+    table.add_column("parameter")
+    table.add_column("importance", justify="right")
+    for k, v in importances.items():
+        table.add_row(k, f"{v:.3f}")
+    console.print(table)
