@@ -208,7 +208,8 @@ def test_search_space_is_accepted_by_the_search_parser(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("classes", "dataset", "flip"),
     [(["0", "1"], "numbers", False), (["a", "B"], "ds", False), (["digit_3", "digit_4"], "ds", False),
-     (["cat", "dog"], "pets", True), (["cat", "dog"], "mnist_fashion", False)],
+     (["cat", "dog"], "pets", True), (["cat", "dog"], "mnist_fashion", False),
+     (["bark", "stone"], "textures", True)],
 )  # fmt: skip
 def test_horizontal_flip_only_for_natural_images(
     tmp_path: Path, classes: list[str], dataset: str, flip: bool

@@ -28,6 +28,15 @@ from ml_framework.models.factory import DropoutLinear
 NUM_CLASSES = 5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread() -> Any:
+    """Tiny models run fastest on one thread; two threads on a shared 2-core box spin ~20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make(channels: int = 3, image_size: int = 16, classes: int = NUM_CLASSES, **cfg: Any) -> nn.Module:
     """create_model for a ModelConfig with `cfg`, for data of this geometry and class count."""
     return create_model(ModelConfig(**cfg), channels=channels, image_size=image_size, num_classes=classes)
@@ -264,12 +273,14 @@ def test_torchvision_weights_into_one_channel_model_sum_rgb_filters(tmp_path: Pa
 def test_load_weights_returns_the_skipped_head(tmp_path: Path) -> None:
     path = _save(MLP(48, 10, width=8, depth=1).state_dict(), tmp_path)
     assert load_weights(MLP(48, 3, width=8, depth=1), path) == ["classifier.weight", "classifier.bias"]
+    with pytest.raises(ConfigError, match=r"classifier\.weight \(10, 8\) vs model \(10, 16\)"):
+        load_weights(MLP(48, 10, width=16, depth=1), path)  # a head of another width is no class change
 
 
 @pytest.mark.parametrize(
     ("source_cfg", "message"),
     [
-        ({"width": 16}, r"shapes differ for features\.0\.weight"),
+        ({"width": 16}, r"shapes differ for .*features\.0\.weight \(16, 3, 3, 3\) vs model \(8, 3, 3, 3\)"),
         ({"depth": 3}, r"unexpected keys: features\.14\.weight"),
         ({"architecture": "mlp", "width": 8}, r"missing keys: .*features\.0\.weight"),
     ],

@@ -20,7 +20,13 @@ from ml_framework.errors import ConfigError, DataError
 from ml_framework.visualise import data as D
 from ml_framework.visualise import runs as R
 from ml_framework.visualise.export import Browser, export_figures, find_browser, parse_formats
-from ml_framework.visualise.plots import IMPORTANCE_EVALUATORS, PLOTS, PlotOptions, make_plots, param_importances
+from ml_framework.visualise.plots import (
+    IMPORTANCE_EVALUATORS,
+    PLOTS,
+    PlotOptions,
+    make_plots,
+    param_importances,
+)
 from ml_framework.visualise.study import load_view, resolve_plot_types
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -52,9 +58,9 @@ def epoch_value(number: int, epoch: int) -> float:
 
 
 def objective(trial: optuna.Trial) -> float:
-    lr = trial.suggest_float("optimizer.lr", 1e-4, 1e-1, log=True)
-    dropout = trial.suggest_float("model.dropout", 0.0, 0.5)
-    bs = trial.suggest_categorical("training.batch_size", [16, 32, 64])
+    trial.suggest_float("optimizer.lr", 1e-4, 1e-1, log=True)
+    trial.suggest_float("model.dropout", 0.0, 0.5)
+    trial.suggest_categorical("training.batch_size", [16, 32, 64])
     trial.set_user_attr("run_dir", f"trial_{trial.number}")
     if trial.number == FAILS:
         trial.set_user_attr("error", "RuntimeError: loss is NaN")
@@ -82,7 +88,7 @@ def _attrs(study: optuna.Study, runs: Path, **extra: object) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A runs dir holding three studies: 'digits' (8 trials), 'single' (1 complete), 'multi' (2 objectives)."""
+    """A runs dir with studies 'digits' (8 trials), 'single' (1 complete), 'multi' (2 objectives)."""
     runs = tmp_path_factory.mktemp("vis") / "runs"
     url = _storage(runs)
     study = optuna.create_study(study_name="digits", storage=url, direction="maximize")
@@ -132,7 +138,16 @@ def test_trial_rows_and_summary(runs: Path) -> None:
     v = view(runs)
     rows = D.trial_rows(list(reversed(v.trials)))
     assert [r.number for r in rows] == list(range(len(PARAMS)))
-    assert [r.state for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE", "FAIL", "COMPLETE", "PRUNED", "COMPLETE"]
+    assert [r.state for r in rows] == [
+        "COMPLETE",
+        "COMPLETE",
+        "PRUNED",
+        "COMPLETE",
+        "FAIL",
+        "COMPLETE",
+        "PRUNED",
+        "COMPLETE",
+    ]
     assert rows[FAILS].error == "RuntimeError: loss is NaN" and rows[FAILS].values is None
     assert (rows[2].last_epoch, rows[6].last_epoch, rows[0].best_epoch) == (2, 1, EPOCHS)
     s = D.study_summary(v.name, v.trials, v.directions, v.user_attrs)
@@ -152,7 +167,11 @@ def test_optimization_history_values_states_and_running_best(runs: Path) -> None
     by_number = {p.number: p for p in series.points}
     assert by_number[FAILS].state == "FAIL" and by_number[FAILS].value is None
     for n, epoch in PRUNED_AT.items():  # pruned trials sit at their last reported value
-        assert (by_number[n].state, by_number[n].value, by_number[n].step) == ("PRUNED", epoch_value(n, epoch), epoch)
+        assert (by_number[n].state, by_number[n].value, by_number[n].step) == (
+            "PRUNED",
+            epoch_value(n, epoch),
+            epoch,
+        )
     running, expected = None, []
     for p in series.points:
         if p.state == "COMPLETE":
@@ -176,7 +195,12 @@ def _trial(number: int, values: list[float] | None, state=optuna.trial.TrialStat
         ([[3.0], [1.0], [2.0]], ["minimize"], [1], [3.0, 1.0, 1.0]),
         ([[3.0], [1.0], [5.0]], ["maximize"], [2], [3.0, 3.0, 5.0]),
         ([[2.0], [2.0]], ["maximize"], [0], [2.0, 2.0]),  # ties: the earliest trial
-        ([[0.9, 10], [0.8, 5], [0.7, 12], [0.95, 20]], ["maximize", "minimize"], [0, 1, 3], [0.9, 0.9, 0.9, 0.95]),
+        (
+            [[0.9, 10], [0.8, 5], [0.7, 12], [0.95, 20]],
+            ["maximize", "minimize"],
+            [0, 1, 3],
+            [0.9, 0.9, 0.9, 0.95],
+        ),
     ],
 )
 def test_best_trials_and_direction(values, directions, best_numbers, running_best) -> None:
@@ -289,7 +313,7 @@ def test_parse_formats_and_plot_types() -> None:
     assert resolve_plot_types(["slice,contour", "slice"]) == ["slice", "contour"]
     with pytest.raises(ConfigError, match="Did you mean: contour"):
         resolve_plot_types(["contuor"])
-    assert cli.PLOT_TYPES == tuple(PLOTS) and cli.IMPORTANCE == IMPORTANCE_EVALUATORS
+    assert tuple(PLOTS) == cli.PLOT_TYPES and cli.IMPORTANCE == IMPORTANCE_EVALUATORS
 
 
 def test_no_browser_skips_png_keeps_html(tmp_path: Path) -> None:
@@ -330,7 +354,13 @@ def test_cli_search_writes_html_and_report(runs: Path, tmp_path: Path, capsys: p
     report = (out / "report.html").read_text()
     assert len(report) > js and report.count("Plotly.newPlot") == len(drawn)
     assert not __import__("re").search(r"<script[^>]*\ssrc=", report)  # plotly.js inline, nothing fetched
-    for marker in ("best-config-marker", "summary-json-marker", 'class="sortable"', "TPESampler", "MedianPruner"):
+    for marker in (
+        "best-config-marker",
+        "summary-json-marker",
+        'class="sortable"',
+        "TPESampler",
+        "MedianPruner",
+    ):
         assert marker in report
     assert "RuntimeError: loss is NaN" in report
 
@@ -345,7 +375,17 @@ def test_cli_one_completed_trial_exits_0_with_reasons(runs: Path, tmp_path: Path
 
 
 def test_cli_params_and_plot_type(runs: Path, tmp_path: Path) -> None:
-    args = ["--study-name", "digits", "--plot-type", "contour", "--params", "lr", "dropout", "--format", "html"]
+    args = [
+        "--study-name",
+        "digits",
+        "--plot-type",
+        "contour",
+        "--params",
+        "lr",
+        "dropout",
+        "--format",
+        "html",
+    ]
     assert _search(runs, tmp_path, *args) == 0
     assert sorted(p.name for p in tmp_path.glob("*.html")) == ["contour.html", "report.html"]
 
@@ -353,7 +393,10 @@ def test_cli_params_and_plot_type(runs: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--study-name", "digts"], "unknown study 'digts'.*Did you mean: digits.*Studies there: digits, multi, single"),
+        (
+            ["--study-name", "digts"],
+            "unknown study 'digts'.*Did you mean: digits.*Studies there: digits, multi, single",
+        ),
         ([], "pass --study-name; studies in .*: digits, multi, single"),
         (["--study-name", "digits", "--plot-type", "slise"], "Did you mean: slice"),
         (["--study-name", "digits", "--params", "momentum"], "unknown key 'momentum' in --params"),
@@ -370,11 +413,20 @@ def test_missing_storage_is_not_created(tmp_path: Path, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err and not db.exists()
 
 
-def test_cli_config_gives_storage_and_study(runs: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    ("search_block", "expected"),
+    [("search:\n  study_name: digits\n", None), ("", "unknown study 'digits_optimization'")],
+)
+def test_cli_config_gives_storage_and_study(
+    runs: Path, tmp_path: Path, capsys, search_block, expected
+) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data:\n  dataset_name: digits\noutput:\n  runs_dir: {runs}\n")
-    assert cli.main(["--config", str(cfg), "--plot-type", "edf", "--format", "html"]) == 0
-    assert (runs / "optuna_studies" / "digits" / "plots" / "edf.html").is_file()
+    cfg.write_text(f"data:\n  dataset_name: digits\noutput:\n  runs_dir: {runs}\n{search_block}")
+    code = cli.main(["--config", str(cfg), "--plot-type", "edf", "--format", "html"])
+    if expected is None:
+        assert code == 0 and (runs / "optuna_studies" / "digits" / "plots" / "edf.html").is_file()
+    else:
+        assert code == 2 and expected in capsys.readouterr().err
 
 
 @needs_chromium
@@ -390,13 +442,15 @@ def test_png_export(runs: Path, tmp_path: Path) -> None:
 
 @needs_chromium
 def test_report_screenshot_shows_drawn_plots(runs: Path, tmp_path: Path) -> None:
+    import numpy as np
     from PIL import Image
 
     assert _search(runs, tmp_path / "p", "--study-name", "digits", "--format", "html") == 0
     shot = tmp_path / "shot.png"
     cmd = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'ud'}",
         f"--screenshot={shot}", "--window-size=1400,3000", "--virtual-time-budget=5000",
         (tmp_path / "p" / "report.html").resolve().as_uri(),
     ]  # fmt: skip
@@ -404,11 +458,11 @@ def test_report_screenshot_shows_drawn_plots(runs: Path, tmp_path: Path) -> None
     with Image.open(shot) as im:
         rgb = im.convert("RGB")
         plots = rgb.crop((0, rgb.height // 2, rgb.width, rgb.height))  # below the tables: the plots
-        pixels = list(plots.getdata())
-    non_white = [p for p in pixels if min(p) < 235]
-    coloured = {(r // 32, g // 32, b // 32) for r, g, b in non_white if max(r, g, b) - min(r, g, b) > 40}
-    assert len(non_white) > 0.10 * len(pixels)  # plot backgrounds and traces, not a blank page
-    assert len(coloured) >= 6  # several hues: markers and lines were drawn
+        px = np.asarray(plots, dtype=np.int32).reshape(-1, 3)
+    non_white = px[px.min(axis=1) < 235]
+    saturated = non_white[non_white.max(axis=1) - non_white.min(axis=1) > 40]
+    assert len(non_white) > 0.10 * len(px)  # plot backgrounds and traces, not a blank page
+    assert len({tuple(c) for c in saturated // 32}) >= 6  # several hues: markers and lines were drawn
 
 
 # ---------------------------------------------------------------- --mode train
@@ -418,15 +472,29 @@ def _run_dir(root: Path, name: str, accs: list[float], lr: float = 0.01) -> Path
     d = root / name
     d.mkdir(parents=True)
     history = [
-        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": a - 0.01, "val_acc": a, "lr": lr / e}
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "val_loss": 1.2 / e,
+            "train_acc": a - 0.01,
+            "val_acc": a,
+            "lr": lr / e,
+        }
         for e, a in enumerate(accs, start=1)
     ]
     best = max(history, key=lambda h: h["val_acc"])
     (d / "metrics.json").write_text(
         json.dumps(
-            {"history": history, "monitor": "val_acc", "monitor_mode": "max", "best_epoch": best["epoch"],
-             "best": best, "final": history[-1], "test": {"test_acc": 0.5 + len(accs) / 100},
-             "stopped_early": False}  # fmt: skip
+            {
+                "history": history,
+                "monitor": "val_acc",
+                "monitor_mode": "max",
+                "best_epoch": best["epoch"],
+                "best": best,
+                "final": history[-1],
+                "test": {"test_acc": 0.5 + len(accs) / 100},
+                "stopped_early": False,
+            }
         )
     )
     return d
@@ -443,7 +511,9 @@ def test_runs_curves_and_comparison(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert panels["Accuracy"][1].values == [0.5, 0.7, 0.6] and panels["Accuracy"][1].epochs == [1, 2, 3]
     rows = R.comparison_rows(runs)
-    assert [(r["run"], r["epochs"], r["best epoch"], r["best val_acc"], r["final val_acc"]) for r in rows] == [
+    assert [
+        (r["run"], r["epochs"], r["best epoch"], r["best val_acc"], r["final val_acc"]) for r in rows
+    ] == [
         ("A", 3, 2, 0.7, 0.6),
         ("B", 2, 2, 0.8, 0.8),
     ]
@@ -459,7 +529,9 @@ def test_cli_train_mode(tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert "Run comparison" in text and f"tensorboard --logdir_spec A:{a},B:{b}" in text
     page = (tmp_path / "comparison" / "training_curves.html").read_text()
-    assert '"name":"A val_acc"' in page.replace(" ", "") and (tmp_path / "comparison" / "plotly.min.js").is_file()
+    assert (
+        '"A val_acc"' in page and '"B lr"' in page and (tmp_path / "comparison" / "plotly.min.js").is_file()
+    )
 
 
 @pytest.mark.parametrize(("content", "message"), [(None, "has no metrics.json"), ("{", "not valid JSON")])
@@ -502,7 +574,9 @@ def test_launch_tensorboard_serves(tmp_path: Path) -> None:
 def test_help_is_fast_and_lazy() -> None:
     exe = Path(sys.executable).with_name("ml-visualise")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ml_framework.cli.visualise"]
-    code = "import sys, ml_framework.cli.visualise as v; print(sorted(m for m in ('optuna','plotly','torch') if m in sys.modules))"
+    code = (
+        "import sys, ml_framework.cli.visualise; print([m for m in ('optuna', 'plotly') if m in sys.modules])"
+    )
     start = time.monotonic()
     res = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=30)
     assert res.returncode == 0 and "--study-name" in res.stdout and time.monotonic() - start < 1.5

@@ -50,7 +50,12 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
 
 # Text-like classes (digits, letters) must not be mirrored: a flipped 3 or b is another symbol.
 TEXT_LIKE_CLASS = re.compile(r"^(?:(?:digit|num|number|letter|char|character)[ _-]?)?(?:[0-9]+|[a-z])$", re.I)
-TEXT_LIKE_DATASET_WORDS = ("digit", "mnist", "letter", "char", "ocr", "text", "handwrit", "svhn", "alphabet")
+# fmt: off
+TEXT_LIKE_DATASET_WORDS = frozenset({
+    "digit", "digits", "mnist", "emnist", "kmnist", "letter", "letters", "char", "chars", "characters",
+    "ocr", "text", "handwriting", "handwritten", "svhn", "alphabet", "glyphs",
+})
+# fmt: on
 
 N_TRIALS = 20
 
@@ -136,7 +141,7 @@ def _image_size_and_reason(report: DatasetReport, architecture: str) -> tuple[in
     size = max(MIN_IMAGE_SIZE, min(cap, nearest))
     if nearest > cap:
         reason = f"capped at {cap} for {architecture} (--image-size to change)"
-    elif size > side:
+    elif side < MIN_IMAGE_SIZE:
         reason = f"upscaled: small inputs leave {architecture} too little to work with"
     else:
         reason = "nearest common size"
@@ -167,8 +172,7 @@ def suggest_num_epochs(report: DatasetReport, batch_size: int) -> int:
 
 def is_text_like(report: DatasetReport) -> bool:
     """Digits, letters or characters: mirrored images would change their meaning."""
-    name = report.name.lower()
-    if any(word in name for word in TEXT_LIKE_DATASET_WORDS):
+    if TEXT_LIKE_DATASET_WORDS & set(re.split(r"[^a-z0-9]+", report.name.lower())):
         return True
     return all(TEXT_LIKE_CLASS.match(c) for c in report.classes)
 

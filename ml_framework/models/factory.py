@@ -161,8 +161,9 @@ def _build_torchvision(
     takes_dropout = "dropout" in named
     if takes_dropout:
         args.setdefault("dropout", dropout)
-    if "image_size" in named:  # vision transformers build their position embedding for one size
-        args.setdefault("image_size", image_size)
+    for param, value in _image_size_args(image_size).items():
+        if param in named:
+            args.setdefault(param, value)
     get_model = torchvision.models.get_model
     model = _construct(get_model, arch, name=arch, weights=None, num_classes=num_classes, **args)
     if channels != 3:
@@ -189,6 +190,11 @@ def _build_timm(
         drop_rate=float(_cfg(model_cfg, "dropout")),
         **kwargs,
     )
+
+
+def _image_size_args(image_size: int) -> dict[str, Any]:
+    """Constructor arguments that fix the input size (ViT position embeddings, MaxViT partitions)."""
+    return {"image_size": image_size, "input_size": (image_size, image_size)}
 
 
 _Builder = Callable[[str, Any, int, int, int, dict[str, Any]], nn.Module]
@@ -391,7 +397,7 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
         want = own[key].shape
         if value.shape == want:
             continue
-        if key in heads:
+        if key in heads and value.shape[1:] == want[1:]:  # only the class count differs
             skipped.append(key)
         elif key == stem and value.dim() == 4 and value.shape[1] == 3 and want[1] == 1:
             loaded[key] = value.sum(dim=1, keepdim=True)
@@ -447,10 +453,15 @@ def _check_forward(model: nn.Module, arch: str, channels: int, image_size: int, 
         with torch.no_grad():
             out = model(torch.zeros(1, channels, image_size, image_size))
     except Exception as e:
+        hint = (
+            f"; if it takes img_size, set model.kwargs.img_size: {image_size}"
+            if arch.startswith("timm/")
+            else ""
+        )
         raise ConfigError(
             f"model.architecture={arch!r} cannot take {channels}x{image_size}x{image_size} images "
-            f"(data.channels, data.image_size): {e}. Use a larger data.image_size or another model"
-            + ("; timm models may need model.kwargs.img_size" if arch.startswith("timm/") else "")
+            f"(data.channels, data.image_size): {str(e).rstrip('.')}. Change data.image_size or pick "
+            f"another model{hint}"
         ) from e
     finally:
         model.train(was_training)

@@ -26,6 +26,8 @@ STATE_STYLE: dict[str, dict[str, Any]] = {
 }
 BEST_COLOR = "#9467bd"
 CONTOUR_MAX_PARAMS = 3  # an n x n grid of contours gets unreadable beyond this
+GRID_PLOTS = ("plot_contour", "plot_rank")
+GRID_CELL_HEIGHT = 260
 
 
 @dataclass
@@ -98,12 +100,21 @@ def param_importances(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
         result = optuna.importance.get_param_importances(
-            view.study, evaluator=_evaluator(evaluator), params=list(params) if params else None, target=target
+            view.study,
+            evaluator=_evaluator(evaluator),
+            params=list(params) if params else None,
+            target=target,
         )
     return sorted(((k, float(v)) for k, v in result.items()), key=lambda kv: (-kv[1], kv[0]))
 
 
 # ---------------------------------------------------------------- drawing from plot data
+
+
+def _integer_ticks(fig: go.Figure, largest: int, **where: int) -> None:
+    """Trial numbers and epochs are integers: no 0.5 ticks on short axes."""
+    if largest <= 25:
+        fig.update_xaxes(dtick=1, **where)
 
 
 def _title(view: StudyView, what: str) -> str:
@@ -154,6 +165,7 @@ def draw_history(view: StudyView, series: list[D.HistorySeries]) -> go.Figure:
             )
         fig.update_yaxes(title_text=f"{s.objective} ({s.direction})", row=row, col=1)
     fig.update_xaxes(title_text="trial", row=len(series), col=1)
+    _integer_ticks(fig, max((p.number for p in series[0].points), default=0))
     fig.update_layout(title=_title(view, "Optimization history"), height=420 + 220 * (len(series) - 1))
     return fig
 
@@ -186,6 +198,7 @@ def draw_intermediate(view: StudyView, curves: list[D.Curve]) -> go.Figure:
         yaxis_title=view.objectives[0],
         height=480,
     )
+    _integer_ticks(fig, max((c.steps[-1] for c in curves), default=0))
     return fig
 
 
@@ -310,7 +323,12 @@ def _optuna_plot(name: str, with_params: bool = False, with_target: bool = False
         if name == "plot_pareto_front":
             kwargs["target_names"] = view.objectives
         fig = getattr(ov, name)(view.study, **kwargs)
-        fig.update_layout(title=_title(view, fig.layout.title.text or name))
+        title = fig.layout.title.text or name
+        if name == "plot_contour" and not opts.params and len(view.params) > CONTOUR_MAX_PARAMS:
+            title += f" (top {CONTOUR_MAX_PARAMS} of {len(view.params)} parameters; pick with --params)"
+        fig.update_layout(title=_title(view, title))
+        if name in GRID_PLOTS and len(kwargs["params"]) > 2:  # an n x n grid needs room per cell
+            fig.update_layout(height=GRID_CELL_HEIGHT * len(kwargs["params"]) + 120)
         return fig
 
     return build
