@@ -74,3 +74,11 @@ def postgres_url() -> str:
 @pytest.fixture
 def unique_name() -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """Tests share 2 cores with each other's subprocesses: one intra-op thread avoids oversubscription."""
+    import torch
+
+    torch.set_num_threads(1)

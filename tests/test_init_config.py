@@ -317,3 +317,22 @@ def test_help_does_not_import_torch() -> None:
     code = "import sys; from ml_framework.cli.init_config import build_parser; build_parser().format_help(); "
     code += "assert not {'torch', 'optuna', 'torchvision', 'timm'} & set(sys.modules), sys.modules.keys()"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
+
+
+@pytest.mark.slow
+def test_generated_config_trains_with_ml_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: the written config runs as is; an empty class folder stops training as warned."""
+    from ml_framework.cli.train import main as train_main
+
+    root = make_folder(
+        tmp_path / "shapes", {c: [(20 + i, 24, "RGB", "png") for i in range(12)] for c in "ab"}
+    )
+    (root / "raw" / "b" / "corrupt.png").write_bytes(b"\x89PNG garbage")
+    (root / "raw" / "empty").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main([str(root), "--yes", "--optuna"]) == 0
+    train = ["--config", "configs/shapes_config.yaml", "--num_epochs", "1", "--device", "cpu"]
+    assert train_main(train) == 2  # the empty folder, as the inspection warned
+    (root / "raw" / "empty").rmdir()
+    assert train_main(train) == 0
+    assert len(list((tmp_path / "runs").glob("shapes_simple_cnn_*/metrics.json"))) == 1

@@ -106,10 +106,8 @@ def test_simple_cnn_stops_pooling_at_2x2() -> None:
 
 
 def test_builtin_signatures() -> None:
-    assert MLP(in_features=3 * 4 * 4, num_classes=2, width=8, depth=1)(torch.randn(2, 3, 4, 4)).shape == (
-        2,
-        2,
-    )
+    mlp = MLP(in_features=3 * 4 * 4, num_classes=2, width=8, depth=1)
+    assert mlp(torch.randn(2, 3, 4, 4)).shape == (2, 2)
     assert SimpleCNN(3, 2, width=8, depth=1, image_size=8)(torch.randn(2, 3, 8, 8)).shape == (2, 2)
 
 
@@ -241,6 +239,16 @@ def test_weights_from_same_architecture_give_identical_outputs(tmp_path: Path, w
     path = _save(state if wrapper is None else {wrapper: state, "epoch": 3}, tmp_path)
     torch.manual_seed(2)
     loaded = make(architecture="simple_cnn", width=8, pretrained=True, weights_path=path)
+    assert torch.equal(logits(loaded), logits(source))
+
+
+def test_weights_from_a_full_training_checkpoint(tmp_path: Path) -> None:
+    """`last.pt` also holds numpy RNG state, which the weights-only unpickler refuses."""
+    import numpy as np
+
+    source = make(architecture="mlp", width=8)
+    path = _save({"model": source.state_dict(), "rng": {"numpy": np.random.get_state()}}, tmp_path)
+    loaded = make(architecture="mlp", width=8, pretrained=True, weights_path=path)
     assert torch.equal(logits(loaded), logits(source))
 
 

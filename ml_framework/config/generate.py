@@ -266,11 +266,10 @@ def _search_space(report: DatasetReport, c: Choices) -> dict[str, Any]:
             "high": 0.99,
             "condition": {"parameter": "optimizer.name", "value": "sgd"},
         },
-        "training.batch_size": {
-            "type": "categorical",
-            "choices": batch_size_choices(report, c.batch_size, c.image_size),
-        },
     }
+    batch_sizes = batch_size_choices(report, c.batch_size, c.image_size)
+    if len(batch_sizes) > 1:  # a tiny dataset leaves one sensible batch size: nothing to search
+        space["training.batch_size"] = {"type": "categorical", "choices": batch_sizes}
     builtin = BUILTIN_MODELS.get(c.architecture)
     if builtin is not None:
         low, high = builtin["depth_range"]

@@ -134,8 +134,10 @@ def _decode_all(paths: Sequence[str], image_size: int, channels: int, num_worker
         return [_decode_or_none(j) for j in jobs]
     import multiprocessing
 
-    # spawn, not fork: the parent may hold torch/OpenMP threads, which fork does not copy safely.
-    ctx = multiprocessing.get_context("spawn")
+    # fork where available: spawn would re-run an unguarded `__main__` (scripts, `python -c`). The
+    # workers only run PIL/numpy code, never torch, so the parent's torch threads do not matter.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     workers = min(num_workers, len(jobs))
     chunksize = max(1, len(jobs) // (workers * 8))
     with ctx.Pool(workers) as pool:
