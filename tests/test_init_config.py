@@ -239,8 +239,17 @@ def test_sizes_follow_dataset_size(tmp_path: Path) -> None:
 def test_other_architecture_gets_no_builtin_keys(tmp_path: Path) -> None:
     report = inspect_dataset(digits_like(tmp_path / "digits"))
     mapping = generate_config(report, Choices(data_dir="d", architecture="resnet18", optuna=True)).mapping
-    assert "width" not in mapping["model"]
-    assert not any(k.startswith("model.") for k in mapping["search"]["search_space"])
+    assert "width" not in mapping["model"] and mapping["model"]["pretrained"] is False
+    assert [k for k in mapping["search"]["search_space"] if k.startswith("model.")] == ["model.dropout"]
+
+
+def test_cli_rejects_unknown_architecture(
+    mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "c.yaml"
+    assert main([str(mixed), "--yes", "--architecture", "resnet81", "--output", str(out)]) == 2
+    assert "resnet18" in capsys.readouterr().err  # the suggestion
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------------------ CLI

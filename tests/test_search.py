@@ -106,6 +106,14 @@ def test_search_outputs_pruning_and_exact_reproduction(digits_dir: Path, tmp_pat
     cfg = load_config(out / "best_config.yaml")
     cfg.output.runs_dir = str(tmp_path / "repro")
     assert run_training(cfg, progress=False).value("val_acc") == best.value
+    # TensorBoard's own reader finds per-epoch scalars and an hparams session for every trial
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for t in study.trials:
+        acc = EventAccumulator(t.user_attrs["run_dir"], size_guidance={"scalars": 0, "tensors": 0})
+        acc.Reload()
+        assert len(acc.Scalars("val_acc")) == t.user_attrs["last_epoch"]
+        assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
     # an existing study name needs --resume
     assert search_main(["--config", str(path), "--study-name", "s1"]) == 2
 

@@ -79,10 +79,10 @@ def default_output(data_dir: str) -> Path:
 def _check_output(path: Path, force: bool) -> None:
     from ml_framework.errors import ConfigError
 
-    if path.exists() and not force:
-        raise ConfigError(f"{path} already exists; pass --force to overwrite it (or --output another path)")
     if path.exists() and not path.is_file():
         raise ConfigError(f"{path} exists and is not a file; choose another --output")
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it (or --output another path)")
 
 
 def _init_config(args: argparse.Namespace) -> int:
@@ -114,6 +114,7 @@ def _init_config(args: argparse.Namespace) -> int:
     )
     if not args.yes:
         choices = ask_choices(out, report, choices)
+    check_architecture(choices.architecture)
 
     generated = generate_config(report, choices, output.as_posix())
     from_container(generated.mapping, where=str(output))  # the file must load: fail before writing
@@ -131,6 +132,16 @@ def _init_config(args: argparse.Namespace) -> int:
         out.print(f"  ml-search --config {output} --n-trials {final.n_trials}", markup=False, soft_wrap=True)
         out.print(f"  ml-visualise --mode search --study-name {study}", markup=False, soft_wrap=True)
     return EXIT_OK
+
+
+def check_architecture(name: str) -> None:
+    """A typo must not produce a config that ml-train rejects; only non-built-ins need torch here."""
+    from ml_framework.config.generate import BUILTIN_MODELS
+
+    if name not in BUILTIN_MODELS:
+        from ml_framework.models.factory import resolve_architecture
+
+        resolve_architecture(name)
 
 
 def _ask(out: Console, prompt: Callable[[], Any]) -> Any:

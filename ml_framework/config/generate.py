@@ -44,9 +44,10 @@ EPOCH_RANGE = (10, 30)
 
 # Built-in model settings and the parts of them worth searching; other architectures get none.
 BUILTIN_MODELS: dict[str, dict[str, Any]] = {
-    "simple_cnn": {"width": 32, "dropout": 0.2, "width_choices": [16, 32, 64], "depth_range": (1, 3)},
-    "mlp": {"width": 256, "dropout": 0.2, "width_choices": [128, 256, 512], "depth_range": (1, 3)},
+    "simple_cnn": {"width": 32, "width_choices": [16, 32, 64], "depth_range": (1, 3)},
+    "mlp": {"width": 256, "width_choices": [128, 256, 512], "depth_range": (1, 3)},
 }
+DROPOUT = 0.2
 
 # Text-like classes (digits, letters) must not be mirrored: a flipped 3 or b is another symbol.
 TEXT_LIKE_CLASS = re.compile(r"^(?:(?:digit|num|number|letter|char|character)[ _-]?)?(?:[0-9]+|[a-z])$", re.I)
@@ -227,16 +228,15 @@ def _data_section(report: DatasetReport, c: Choices) -> dict[str, Any]:
 
 
 def _model_section(report: DatasetReport, c: Choices) -> dict[str, Any]:
-    section: dict[str, Any] = {"architecture": c.architecture, "num_classes": len(report.classes)}
-    builtin = BUILTIN_MODELS.get(c.architecture)
-    if builtin is not None:
+    section: dict[str, Any] = {
+        "architecture": c.architecture,
+        "num_classes": len(report.classes),
+        "dropout": DROPOUT,
+    }
+    if c.architecture in BUILTIN_MODELS:
         assert c.image_size is not None
-        section |= {
-            "dropout": builtin["dropout"],
-            "width": builtin["width"],
-            "depth": 2 if c.image_size <= 32 else 3,
-        }
-    else:
+        section |= {"width": BUILTIN_MODELS[c.architecture]["width"], "depth": 2 if c.image_size <= 32 else 3}
+    else:  # torchvision/timm: random init unless a local weights file is given (nothing is downloaded)
         section |= {"pretrained": False, "weights_path": None}
     return section
 
@@ -270,11 +270,11 @@ def _search_space(report: DatasetReport, c: Choices) -> dict[str, Any]:
     batch_sizes = batch_size_choices(report, c.batch_size, c.image_size)
     if len(batch_sizes) > 1:  # a tiny dataset leaves one sensible batch size: nothing to search
         space["training.batch_size"] = {"type": "categorical", "choices": batch_sizes}
+    space["model.dropout"] = {"type": "uniform", "low": 0.0, "high": 0.5}
     builtin = BUILTIN_MODELS.get(c.architecture)
     if builtin is not None:
         low, high = builtin["depth_range"]
         space |= {
-            "model.dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
             "model.width": {"type": "categorical", "choices": builtin["width_choices"]},
             "model.depth": {"type": "int", "low": low, "high": high},
         }

@@ -13,6 +13,7 @@ import optuna
 from omegaconf import DictConfig
 
 from ml_framework.config import set_value
+from ml_framework.search.objectives import CrossValidation, run_folds, train_and_measure
 from ml_framework.search.space import SearchSpace, suggest
 from ml_framework.training.trainer import Callback, Trainer
 
@@ -60,39 +61,42 @@ class Objective:
     direction: str
     study_path: Path
     keep_checkpoints: str = "best"
+    objectives: tuple[str, ...] = ()  # the study's objectives; () means (metric,)
+    cv: CrossValidation | None = None
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        from ml_framework.training.run import run_training
-
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        names = list(self.objectives) or [self.metric]
+        # Optuna cannot prune several objectives; a non-trainer objective has no per-epoch value.
+        prune = names == [self.metric]
         params = suggest(trial, self.space)
         cfg = trial_config(self.base_cfg, params, self.metric, self.direction)
         run_dir = trial_dir(self.study_path, trial.number)
         if run_dir.exists():  # a leftover of an earlier study with this name
             shutil.rmtree(run_dir)
+        resume = adopt_retried_run(trial, self.study_path, run_dir)
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            result = run_training(
-                cfg,
-                [PruningCallback(trial, self.metric)],
-                run_dir=run_dir,
-                progress=False,
-                hparams_extra=params,
-            )
+            if self.cv is not None:
+                result, values = run_folds(trial, cfg, self.cv, names, run_dir, params, prune)
+            else:
+                callbacks = [PruningCallback(trial, self.metric)] if prune else []
+                result, values = train_and_measure(cfg, names, callbacks, run_dir, params, resume=resume)
         except optuna.TrialPruned:
             self._drop_checkpoints(run_dir, keep_best=False)
             raise
         except Exception as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             raise
-        value = result.value(self.metric)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("last_epoch", len(result.history))
-        trial.set_user_attr("metrics", {**result.best, **result.test})
-        if math.isnan(value):
-            trial.set_user_attr("error", f"{self.metric} is NaN")
-            raise RuntimeError(f"trial {trial.number}: {self.metric} is NaN")
+        named = dict(zip(names, values, strict=True))
+        trial.set_user_attr("metrics", {**result.best, **result.test, **named})
+        nan = [n for n, v in named.items() if math.isnan(v)]
+        if nan:
+            trial.set_user_attr("error", f"{', '.join(nan)} is NaN")
+            raise RuntimeError(f"trial {trial.number}: {', '.join(nan)} is NaN")
         self._drop_checkpoints(run_dir, keep_best=self.keep_checkpoints != "none")
-        return value
+        return values[0] if len(values) == 1 else values
 
     def _drop_checkpoints(self, run_dir: Path, keep_best: bool) -> None:
         """A finished trial needs no resume checkpoint; `keep_checkpoints: all` keeps everything."""
@@ -102,6 +106,25 @@ class Objective:
         (ckpt / "last.pt").unlink(missing_ok=True)
         if not keep_best:
             shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def adopt_retried_run(trial: optuna.Trial, study_path: Path, run_dir: Path) -> Path | None:
+    """A retry of a trial whose worker died (heartbeat stale) continues where it stopped: the dead
+    trial's run dir moves to this trial's dir and its last.pt is returned to resume from. Records
+    `resumed_from_trial` (the dead trial) and `retried_from_trial` (the first of the chain)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+
+    original = Retry.retried_trial_number(trial)
+    if original is None:
+        return None
+    previous = Retry.retry_history(trial)[-1]
+    trial.set_user_attr("retried_from_trial", original)
+    trial.set_user_attr("resumed_from_trial", previous)
+    old_dir = trial_dir(study_path, previous)
+    if not (old_dir / "checkpoints" / "last.pt").is_file():
+        return None  # died before its first epoch ended: start over
+    shutil.move(old_dir, run_dir)
+    return run_dir / "checkpoints" / "last.pt"
 
 
 def prune_non_best_weights(study: optuna.Study, study_path: Path) -> None:

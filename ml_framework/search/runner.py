@@ -14,7 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ml_framework.search.objective import Objective, prune_non_best_weights
+from ml_framework.search.objectives import monitor_metric
 from ml_framework.search.outputs import best_trial, state_counts, write_outputs
+from ml_framework.search.pareto import enqueue, format_values, pareto_table, write_strategy_outputs
 from ml_framework.search.study import BUDGET_STATES, SearchSettings, open_study, run_worker
 
 State = optuna.trial.TrialState
@@ -32,13 +34,14 @@ def format_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
+def trial_line(trial: optuna.trial.FrozenTrial, metric: str | list[str]) -> str:
     style = STATE_STYLE.get(trial.state, "white")
     state = f"[{style}]{trial.state.name.capitalize():<8}[/]"
     if trial.state == State.COMPLETE:
-        detail = f"{metric}={trial.value:.4f}"
+        detail = format_values(trial, [metric] if isinstance(metric, str) else metric)
     elif trial.state == State.PRUNED:
-        detail = f"pruned at epoch {trial.last_step}"
+        at = "after fold" if "cv_scores" in trial.user_attrs else "at epoch"
+        detail = f"pruned {at} {trial.last_step}"
     else:
         detail = f"error: {trial.user_attrs.get('error', 'see log')}"
     return f"Trial {trial.number:03d} {state} {detail}  {format_params(trial.params)}"
@@ -50,16 +53,27 @@ class _Reporter:
     def __init__(self, settings: SearchSettings, base_cfg: DictConfig, console: Console, progress: Progress | None) -> None:
         self.settings, self.base_cfg, self.console, self.progress = settings, base_cfg, console, progress
         self.task = progress.add_task("trials", total=None) if progress else None
+        self.stopped_early = False
+
+    def should_stop(self, study: optuna.Study) -> bool:
+        """search.early_stopping: no improvement in `patience` finished trials."""
+        stop = self.settings.early_stop
+        self.stopped_early = self.stopped_early or (stop is not None and stop.should_stop(study))
+        return self.stopped_early
 
     def refresh(self, study: optuna.Study) -> dict[str, Any]:
-        summary = write_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics)
+        extra = write_strategy_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics)
+        if self.settings.early_stop is not None:
+            extra["stopped_early"] = self.stopped_early
+            extra["trials_without_improvement"] = self.settings.early_stop.trials_without_improvement(study)
+        summary = write_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics, extra)
         if self.settings.keep_checkpoints == "best":
             prune_non_best_weights(study, self.settings.path)
         return summary
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.refresh(study)
-        self.console.print(trial_line(trial, self.settings.metrics[0]))
+        self.console.print(trial_line(trial, self.settings.metrics))
         if self.progress is not None and self.task is not None:
             counts = state_counts(study.get_trials(deepcopy=False))
             self.progress.update(
@@ -82,13 +96,21 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ml_framework").setLevel(logging.WARNING)
     study, target = open_study(settings, mode, config_path)
+    if settings.enqueue:
+        waiting = enqueue(study, settings.enqueue)
+        console.print(f"enqueued: {waiting} parameter set(s) run first")
     already = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
     console.print(
         f"[bold]study[/] {settings.study_name} ({settings.storage_url}): {settings.metrics[0]} "
         f"{settings.directions[0]}, sampler {study.user_attrs.get('sampler')}, pruner "
         f"{study.user_attrs.get('pruner')}; {already} finished, running to {target}"
     )
-    objective = Objective(cfg, settings.space, settings.metrics[0], settings.directions[0], settings.path, settings.keep_checkpoints)
+    own_monitor = (cfg.training.monitor, "maximize" if cfg.training.monitor_mode == "max" else "minimize")
+    metric, direction = monitor_metric(settings.metrics, settings.directions, own_monitor)
+    objective = Objective(
+        cfg, settings.space, metric, direction, settings.path, settings.keep_checkpoints,
+        objectives=tuple(settings.metrics), cv=settings.cv,
+    )
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -111,9 +133,11 @@ def run_search(
                 objective,
                 target=target,
                 lock_path=settings.path / ".budget.lock",
+                storage_url=settings.storage_url,
                 timeout=settings.timeout,
                 fail_fast=fail_fast,
                 callbacks=[reporter],
+                should_stop=lambda: reporter.should_stop(study),
             )
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] the running trial is marked failed; finished trials are kept")
@@ -137,9 +161,16 @@ def _final_report(
         f"\n[bold]{settings.study_name}[/]: {counts['complete']} complete, {counts['pruned']} pruned, "
         f"{counts['fail']} failed in {elapsed:.0f}s"
     )
+    if summary.get("stopped_early"):
+        patience = settings.early_stop.patience if settings.early_stop else 0
+        console.print(f"[yellow]stopped early:[/] no improvement in the last {patience} finished trials")
+    if settings.multi_objective and counts["complete"]:
+        console.print(pareto_table(study, settings.metrics))
+        console.print(f"pareto configs: {settings.path / 'pareto'}/trial_<n>.yaml (pareto_front.csv)")
     best = best_trial(study)
     if best is None:
-        console.print("[red]no completed trial[/]")
+        if not settings.multi_objective or not counts["complete"]:
+            console.print("[red]no completed trial[/]")
         return
     table = Table(title=f"best trial {best.number}: {settings.metrics[0]} = {best.value:.4f}")
     table.add_column("parameter")

@@ -14,13 +14,28 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from ml_framework.errors import ConfigError
-from ml_framework.search.registry import create_pruner, create_sampler, pruner_warnings
-from ml_framework.search.space import SearchSpace, effect_warnings, parse_search_space, validate_search_space
+from ml_framework.search.objectives import CrossValidation, check_objectives
+from ml_framework.search.pareto import EarlyStop
+from ml_framework.search.registry import (
+    create_pruner,
+    create_sampler,
+    pruner_warnings,
+    resolve_pruner_name,
+    resolve_sampler_name,
+)
+from ml_framework.search.space import (
+    SearchSpace,
+    effect_warnings,
+    grid_size,
+    parse_search_space,
+    validate_search_space,
+)
 from ml_framework.search.storage import default_storage_url, open_storage, study_dir
 
 State = optuna.trial.TrialState
 BUDGET_STATES = (State.COMPLETE, State.PRUNED, State.RUNNING)
 TARGET_ATTR = "n_trials_target"
+DEFAULT_SAMPLER = {"type": "TPESampler"}  # the schema default: replaced by NSGA-II for several objectives
 
 
 @dataclass
@@ -42,6 +57,9 @@ class SearchSettings:
     grace_period: int = 30
     max_retry: int = 2
     warnings: list[str] = field(default_factory=list)
+    cv: CrossValidation | None = None  # search.cross_validation (None: off)
+    early_stop: EarlyStop | None = None  # search.early_stopping (None: off)
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # --enqueue parameter sets, run first
 
     @property
     def path(self) -> Path:
@@ -69,13 +87,14 @@ def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings
     for d in directions:
         if d not in ("maximize", "minimize"):
             raise ConfigError(f"search direction '{d}' is not maximize or minimize")
-    from ml_framework.training.trainer import METRIC_NAMES
-
-    if len(metrics) == 1 and metrics[0] not in METRIC_NAMES:
-        raise ConfigError(
-            f"search.metric: '{metrics[0]}' is not a metric the trainer emits ({', '.join(METRIC_NAMES)})"
-        )
+    check_objectives(metrics, "search.metrics" if s.metrics else "search.metric")
     sampler_spec = dict(OmegaConf.to_container(s.sampler, resolve=True))  # type: ignore[arg-type]
+    if len(metrics) > 1 and sampler_spec == DEFAULT_SAMPLER:
+        sampler_spec = {"type": "NSGAIISampler"}  # several objectives and no sampler chosen
+    n_trials = s.n_trials
+    if resolve_sampler_name(sampler_spec.get("type", "")) == "GridSampler":
+        size = grid_size(space)
+        n_trials = size if n_trials is None or size is None or n_trials > size else n_trials
     pruner_spec = dict(OmegaConf.to_container(s.pruner, resolve=True))  # type: ignore[arg-type]
     settings = SearchSettings(
         study_name=s.study_name or f"{cfg.data.dataset_name}_optimization",
@@ -85,7 +104,7 @@ def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings
         space=space,
         sampler_spec=sampler_spec,
         pruner_spec=pruner_spec,
-        n_trials=s.n_trials,
+        n_trials=n_trials,
         timeout=s.timeout,
         keep_checkpoints=s.keep_checkpoints,
         runs_dir=cfg.output.runs_dir,
@@ -94,6 +113,8 @@ def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings
         heartbeat_interval=s.heartbeat_interval,
         grace_period=s.grace_period,
         max_retry=s.max_retry,
+        cv=CrossValidation.from_config(s.cross_validation),
+        early_stop=EarlyStop.from_config(s.early_stopping),
     )
     # Build both once now so a bad type or kwarg fails before the study exists.
     create_sampler(sampler_spec, space, seed=seed, n_workers=settings.n_workers)
@@ -101,6 +122,15 @@ def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings
     settings.warnings = effect_warnings(space, cfg)
     if not settings.multi_objective:
         settings.warnings += pruner_warnings(pruner_spec, cfg.training.num_epochs)
+    elif resolve_pruner_name(pruner_spec.get("type", "")) != "NopPruner":
+        settings.warnings.append(
+            f"search.pruner {pruner_spec.get('type')} is ignored: Optuna cannot prune a study with several "
+            f"objectives ({', '.join(metrics)}); every trial trains to the end"
+        )
+    if settings.cv is not None and not s.cross_validation.stratified:
+        settings.warnings.append(
+            "search.cross_validation.stratified: false is ignored; folds are always stratified"
+        )
     return settings
 
 
@@ -210,10 +240,53 @@ class BudgetLock:
         self._file.close()
 
 
+class PgAdvisoryLock:
+    """The budget lock across machines sharing a PostgreSQL study: a session-level
+    `pg_advisory_lock` on one dedicated connection, keyed by a hash of the study name."""
+
+    def __init__(self, url: str, study_name: str) -> None:
+        import hashlib
+
+        import sqlalchemy
+
+        self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        self._conn = self._engine.connect()
+        digest = hashlib.sha256(f"ml_framework.budget:{study_name}".encode()).digest()
+        self._key = int.from_bytes(digest[:8], "big", signed=True)  # bigint key space
+        self._text = sqlalchemy.text
+        self.held = False
+
+    def _call(self, fn: str) -> None:
+        self._conn.execute(self._text(f"SELECT {fn}(:k)"), {"k": self._key})
+        self._conn.commit()
+
+    def acquire(self) -> None:
+        self._call("pg_advisory_lock")
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._call("pg_advisory_unlock")
+
+    def close(self) -> None:
+        self.release()
+        self._conn.close()
+        self._engine.dispose()
+
+
+def budget_lock(lock_path: Path, storage_url: str = "", study_name: str = "") -> BudgetLock | PgAdvisoryLock:
+    """A file lock for local storages (SQLite, journal file), an advisory lock for PostgreSQL,
+    whose workers may be on other machines that cannot see the lock file."""
+    if storage_url.startswith(("postgresql", "postgres://")):
+        return PgAdvisoryLock(storage_url, study_name)
+    return BudgetLock(lock_path)
+
+
 @dataclass
 class _ReleasingObjective:
     objective: Callable[[optuna.Trial], Any]
-    lock: BudgetLock
+    lock: BudgetLock | PgAdvisoryLock
 
     def __call__(self, trial: optuna.Trial) -> Any:
         self.lock.release()  # the trial now exists (RUNNING) and counts towards the budget
@@ -230,10 +303,17 @@ def run_worker(
     fail_fast: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     should_stop: Callable[[], bool] = lambda: False,
+    storage_url: str = "",
+    poll_interval: float = 1.0,
 ) -> None:
     """Run trials until the study holds `target` finished (COMPLETE or PRUNED) trials, counting the
-    ones running elsewhere; failed trials do not count (a retry or a new trial takes their place)."""
-    lock = BudgetLock(lock_path)
+    ones running elsewhere; failed trials do not count (a retry or a new trial takes their place).
+
+    With a heartbeat, stale trials (their worker died) are failed and re-queued before counting, and
+    a worker whose budget is taken by trials running elsewhere waits for them instead of leaving:
+    if one of them dies, its retry still gets run."""
+    lock = budget_lock(lock_path, storage_url, study.study_name)
+    heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
     deadline = time.monotonic() + timeout if timeout else None
     failures = 0
     catch: tuple[type[Exception], ...] = () if fail_fast else (Exception,)
@@ -249,8 +329,15 @@ def run_worker(
                     f"{failures} trials failed in a row of this search; stopping (see their errors)"
                 )
             lock.acquire()
-            if len(study.get_trials(deepcopy=False, states=BUDGET_STATES)) >= target:
-                break
+            if heartbeat:
+                optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False, states=BUDGET_STATES)
+            if len(trials) >= target:
+                lock.release()
+                if not heartbeat or sum(t.state != State.RUNNING for t in trials) >= target:
+                    break
+                time.sleep(poll_interval)
+                continue
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             study.optimize(
                 _ReleasingObjective(objective, lock),

@@ -1,0 +1,218 @@
+"""What a trial returns: objective extractors (trainer metrics, latency, size, time) and k-fold
+cross-validation. The objective of `objective.py` calls `evaluate_trial` once per trial."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig
+
+from ml_framework.errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+    import torch
+
+    from ml_framework.training.run import TrainResult
+
+# Trainer metrics are read at the best epoch; these are measured on the trained model instead.
+TRAINER_METRICS: tuple[str, ...] = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_f1",
+    "lr",
+    "epoch_time",
+)
+LATENCY_WARMUP = 5
+LATENCY_REPEATS = 30
+
+
+@dataclass
+class Trained:
+    """One finished training: its result, the trained model and the config it ran."""
+
+    result: TrainResult
+    model: Any
+    cfg: DictConfig
+
+
+def measure_latency_ms(
+    model: Any,
+    shape: Sequence[int],
+    device: torch.device,
+    warmup: int = LATENCY_WARMUP,
+    repeats: int = LATENCY_REPEATS,
+) -> float:
+    """Per-image inference time (batch 1) on `device`: `warmup` untimed runs, then the median of `repeats`."""
+    import torch
+
+    x = torch.zeros((1, *shape), device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    model.eval()
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000.0)
+    model.train(was_training)
+    return statistics.median(times)
+
+
+def _latency(t: Trained) -> float:
+    device = next(t.model.parameters()).device
+    d = t.cfg.data
+    return measure_latency_ms(t.model, (d.channels, d.image_size, d.image_size), device)
+
+
+def _model_mb(t: Trained) -> float:
+    from ml_framework.models import model_size_mb
+
+    return float(model_size_mb(t.model))
+
+
+# name -> extractor; trainer metrics are added below. Every name here is a valid search.metrics entry.
+EXTRACTORS: dict[str, Callable[[Trained], float]] = {
+    "latency_ms": _latency,
+    "params": lambda t: float(t.result.num_params),
+    "model_mb": _model_mb,
+    "train_time_s": lambda t: float(t.result.duration_s),
+    **{m: (lambda t, m=m: t.result.value(m)) for m in TRAINER_METRICS},  # type: ignore[misc]
+}
+AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "mean": statistics.fmean,
+    "median": statistics.median,
+}
+
+
+def check_objectives(metrics: Sequence[str], where: str = "search.metrics") -> None:
+    """Every objective has an extractor; at most one of each."""
+    from ml_framework.errors import closest
+
+    for m in metrics:
+        if m not in EXTRACTORS:
+            near = closest(m, EXTRACTORS)
+            hint = f" Did you mean {near[0]}?" if near else ""
+            raise ConfigError(f"{where}: '{m}' is not an objective.{hint} Valid: {', '.join(EXTRACTORS)}")
+    if len(set(metrics)) != len(metrics):
+        raise ConfigError(f"{where}: {list(metrics)} names an objective twice")
+
+
+def monitor_metric(
+    metrics: Sequence[str], directions: Sequence[str], default: tuple[str, str]
+) -> tuple[str, str]:
+    """(metric, direction) of the best checkpoint: the first trainer metric among the objectives."""
+    for m, d in zip(metrics, directions, strict=True):
+        if m in TRAINER_METRICS:
+            return m, d
+    return default
+
+
+class _ModelCapture:
+    """Trainer callback keeping a reference to the trained model (for latency and size)."""
+
+    model: Any = None
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.model = trainer.model
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def on_train_end(self, trainer: Any) -> None:
+        pass
+
+
+def train_and_measure(
+    cfg: DictConfig,
+    metrics: Sequence[str],
+    callbacks: Sequence[Any],
+    run_dir: Path,
+    hparams: dict[str, Any],
+    resume: Path | None = None,
+) -> tuple[TrainResult, list[float]]:
+    """Train `cfg` into `run_dir` (or continue `resume`) and extract every objective from the result
+    and the trained model."""
+    from ml_framework.training.run import run_training
+
+    capture = _ModelCapture()
+    result = run_training(
+        cfg, [capture, *callbacks], run_dir=run_dir, resume=resume, progress=False, hparams_extra=hparams
+    )
+    trained = Trained(result, capture.model, cfg)
+    return result, [EXTRACTORS[m](trained) for m in metrics]
+
+
+@dataclass
+class CrossValidation:
+    n_folds: int
+    aggregation: str = "mean"
+
+    @classmethod
+    def from_config(cls, cv: Any, where: str = "search.cross_validation") -> CrossValidation | None:
+        if cv is None or not cv.enabled:
+            return None
+        if cv.aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"{where}.aggregation: '{cv.aggregation}' is not one of {', '.join(AGGREGATIONS)}"
+            )
+        if int(cv.n_folds) < 2:
+            raise ConfigError(f"{where}.n_folds: {cv.n_folds} folds; cross-validation needs at least 2")
+        return cls(int(cv.n_folds), str(cv.aggregation))
+
+    def aggregate(self, scores: Sequence[float]) -> float:
+        return AGGREGATIONS[self.aggregation](scores)
+
+
+def run_folds(
+    trial: optuna.Trial,
+    cfg: DictConfig,
+    cv: CrossValidation,
+    metrics: Sequence[str],
+    run_dir: Path,
+    hparams: dict[str, Any],
+    prune: bool,
+) -> tuple[TrainResult, list[float]]:
+    """Train fold 0..K-1 (`run_dir/fold_<k>/`); each objective is the aggregate over folds.
+
+    With `prune`, the running aggregate of the first objective is reported after each fold at
+    step = folds done (1-based), so a pruner compares trials after equally many folds."""
+    import optuna
+
+    per_fold: list[list[float]] = []
+    result = None
+    for k in range(cv.n_folds):
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.data.fold = k
+        fold_cfg.data.n_folds = cv.n_folds
+        result, values = train_and_measure(
+            fold_cfg, metrics, (), run_dir / f"fold_{k}", {**hparams, "fold": k}
+        )
+        per_fold.append(values)
+        scores = [v[0] for v in per_fold]
+        trial.set_user_attr("cv_scores", scores)
+        if prune:
+            running = cv.aggregate(scores)
+            trial.report(running, k + 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {k + 1} with mean {metrics[0]}={running:.4f}")
+    assert result is not None
+    return result, [cv.aggregate(col) for col in zip(*per_fold, strict=True)]
+
+
+def cv_summary(scores: Sequence[float]) -> str:
+    """`0.9512 ± 0.0123 (3 folds)` for a console line."""
+    std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+    return f"{statistics.fmean(scores):.4f} ± {std:.4f} ({len(scores)} folds)"

@@ -1,0 +1,275 @@
+"""`ml-search --n-workers K`: K worker processes on one study, one combined console.
+
+Each worker is a 'spawn' process running the ordinary worker loop (`study.run_worker`), so the
+study-wide budget, the heartbeat retries and the resume of retried trials are the same as with one
+process or many machines. The parent only polls the storage: progress, one line per finished
+trial, the outputs at the end, and Ctrl-C for everyone."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import signal
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ml_framework.errors import ConfigError
+from ml_framework.search.outputs import best_trial, state_counts
+from ml_framework.search.runner import SearchOutcome, _final_report, _Reporter, trial_line
+from ml_framework.search.study import BUDGET_STATES, SearchSettings, open_study, run_worker
+
+State = optuna.trial.TrialState
+FINISHED = (State.COMPLETE, State.PRUNED, State.FAIL)
+WORKER_SEED_STRIDE = 100_003  # workers of one study sample from distinct seeds
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_worker(n_workers: int, cores: int | None = None) -> int:
+    """Torch CPU threads of each worker: the cores split evenly, at least one."""
+    return max(1, (cores or available_cores()) // n_workers)
+
+
+def visible_devices() -> list[str]:
+    """GPU ids this process may hand out: CUDA_VISIBLE_DEVICES if set, else every CUDA device."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_assignment(n_workers: int, devices: Sequence[str], gpus_per_trial: int = 1) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each worker: `gpus_per_trial` devices each, round-robin over
+    `devices` (workers share GPUs when there are fewer than they need); None without GPUs."""
+    if gpus_per_trial < 1:
+        raise ConfigError(f"--gpus-per-trial must be at least 1, got {gpus_per_trial}")
+    if not devices:
+        return [None] * n_workers
+    if gpus_per_trial > len(devices):
+        raise ConfigError(
+            f"--gpus-per-trial {gpus_per_trial} but only {len(devices)} GPU(s) are visible "
+            f"({','.join(devices)}): lower it or set CUDA_VISIBLE_DEVICES"
+        )
+    return [
+        ",".join(devices[(w * gpus_per_trial + j) % len(devices)] for j in range(gpus_per_trial))
+        for w in range(n_workers)
+    ]
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a spawned worker needs (picklable)."""
+
+    index: int
+    cfg: DictConfig
+    settings: SearchSettings
+    target: int
+    deadline: float | None  # time.time() after which no trial starts
+    fail_fast: bool
+
+
+def worker_seed(seed: int | None, index: int, n_existing: int) -> int | None:
+    return None if seed is None else seed + index * WORKER_SEED_STRIDE + n_existing
+
+
+def _worker_study(spec: WorkerSpec) -> optuna.Study:
+    from ml_framework.search.registry import create_pruner, create_sampler
+    from ml_framework.search.study import storage_for
+
+    s = spec.settings
+    storage = storage_for(s, must_exist=True)
+    n_existing = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
+    sampler_spec = dict(s.sampler_spec)
+    if sampler_spec.get("seed") is not None:
+        sampler_spec["seed"] = worker_seed(int(sampler_spec["seed"]), spec.index, n_existing)
+    sampler = create_sampler(
+        sampler_spec, s.space, seed=worker_seed(s.seed, spec.index, n_existing), n_workers=s.n_workers
+    )
+    return optuna.load_study(
+        study_name=s.study_name, storage=storage, sampler=sampler, pruner=create_pruner(s.pruner_spec)
+    )
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Entry point of a spawned worker: run trials until the study's budget is reached."""
+    import logging
+    import sys
+
+    from ml_framework.search.objective import Objective
+
+    # The terminal's Ctrl-C reaches the whole process group: only the parent reacts to it, and
+    # stops the workers with SIGTERM, which each turns into the KeyboardInterrupt Optuna handles.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("ml_framework").setLevel(logging.WARNING)
+    s = spec.settings
+    try:
+        study = _worker_study(spec)
+        objective = Objective(spec.cfg, s.space, s.metrics[0], s.directions[0], s.path, s.keep_checkpoints)
+        reporter = _Reporter(s, spec.cfg, Console(quiet=True), None)
+        remaining = None if spec.deadline is None else max(spec.deadline - time.time(), 0.0)
+        run_worker(
+            study,
+            objective,
+            target=spec.target,
+            lock_path=s.path / ".budget.lock",
+            storage_url=s.storage_url,
+            timeout=remaining,
+            fail_fast=spec.fail_fast,
+            callbacks=[lambda st, _t: reporter.refresh(st)],  # outputs stay current if all die
+        )
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:
+        traceback.print_exc()
+        sys.exit(1)
+
+
+@contextmanager
+def _environ(**values: str | None) -> Iterator[None]:
+    """Set environment variables while a worker is spawned (it copies the environment at start)."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is not None:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def start_workers(specs: Sequence[WorkerSpec], devices: Sequence[str | None]) -> list[Any]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for spec, dev in zip(specs, devices, strict=True):
+        p = ctx.Process(target=worker_main, args=(spec,), name=f"ml-search-worker-{spec.index}")
+        with _environ(CUDA_VISIBLE_DEVICES=dev, OMP_NUM_THREADS=str(spec.cfg.training.num_threads)):
+            p.start()
+        procs.append(p)
+    return procs
+
+
+def stop_workers(procs: Sequence[Any], grace: float = 30.0) -> None:
+    """SIGTERM for every worker (each marks its running trial failed and exits), then SIGKILL."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(deadline - time.monotonic(), 0.1))
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+
+
+class _Monitor:
+    """The parent's view: polls the storage, prints each newly finished trial once, updates the bar."""
+
+    def __init__(
+        self, study: optuna.Study, metric: str, console: Console, progress: Progress, target: int
+    ) -> None:
+        self.study, self.metric, self.console, self.progress = study, metric, console, progress
+        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
+        self.task = progress.add_task("trials", total=target)
+
+    def poll(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        for t in sorted(trials, key=lambda t: t.number):
+            if t.state in FINISHED and t.number not in self.seen:
+                self.seen.add(t.number)
+                self.console.print(trial_line(t, self.metric))
+        c = state_counts(trials)
+        self.progress.update(
+            self.task,
+            completed=c["complete"] + c["pruned"],
+            description=f"complete {c['complete']} | pruned {c['pruned']} | running {c['running']} | "
+            f"failed {c['fail']}",
+        )
+
+
+def run_parallel_search(
+    cfg: DictConfig,
+    settings: SearchSettings,
+    *,
+    mode: str,
+    config_path: str = "",
+    fail_fast: bool = False,
+    console: Console | None = None,
+    gpus_per_trial: int | None = None,
+    poll_interval: float = 1.0,
+) -> SearchOutcome:
+    """Run the search with `settings.n_workers` worker processes on this machine."""
+    console = console or Console(highlight=False)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    k = settings.n_workers
+    cfg = copy.deepcopy(cfg)
+    if not cfg.training.num_threads:  # an explicit value is the user's choice
+        cfg.training.num_threads = threads_per_worker(k)
+    on_gpu = str(cfg.training.device) != "cpu"
+    devices = gpu_assignment(k, visible_devices() if on_gpu else [], gpus_per_trial or 1)
+    study, target = open_study(settings, mode, config_path)
+    already = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
+    console.print(
+        f"[bold]study[/] {settings.study_name} ({settings.storage_url}): {settings.metrics[0]} "
+        f"{settings.directions[0]}, sampler {study.user_attrs.get('sampler')}, pruner "
+        f"{study.user_attrs.get('pruner')}; {already} finished, running to {target} with {k} workers "
+        f"({cfg.training.num_threads} CPU thread(s) each"
+        + (f", GPUs {', '.join(d or '-' for d in devices)})" if any(devices) else ")")
+    )
+    deadline = time.time() + settings.timeout if settings.timeout else None
+    specs = [WorkerSpec(i, cfg, dataclasses.replace(settings), target, deadline, fail_fast) for i in range(k)]
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )  # fmt: skip
+    monitor = _Monitor(study, settings.metrics[0], console, progress, target)
+    outcome = SearchOutcome(ok=True)
+    started = time.perf_counter()
+    procs: list[Any] = []
+    try:
+        with progress:
+            procs = start_workers(specs, devices)
+            while any(p.is_alive() for p in procs):
+                monitor.poll()
+                time.sleep(poll_interval)
+            monitor.poll()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] stopping the workers; their running trials are marked failed")
+        stop_workers(procs)
+        outcome.interrupted = True
+    crashed = [(p.name, p.exitcode) for p in procs if p.exitcode not in (0, 130)]
+    for name, code in crashed:
+        console.print(f"[red]{name} exited with code {code}[/] (its trial is retried by the others)")
+    finished = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
+    outcome.ok = not crashed or (finished >= target and not fail_fast)  # others took over its trials
+    outcome.summary = _Reporter(settings, cfg, console, None).refresh(study)
+    outcome.summary["workers"] = {"n_workers": k, "crashed": [n for n, _ in crashed]}
+    _final_report(console, study, settings, outcome.summary, time.perf_counter() - started, config_path)
+    if best_trial(study) is None and not settings.multi_objective:
+        outcome.ok = False
+    return outcome
