@@ -15,8 +15,10 @@ from pathlib import Path
 
 from _common import REPO, ensure_digits, search_config
 
-SPACE = {"optimizer.lr": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-1},
-         "model.dropout": {"type": "uniform", "low": 0.0, "high": 0.3}}
+SPACE = {
+    "optimizer.lr": {"type": "loguniform", "low": 1.0e-3, "high": 1.0e-1},
+    "model.dropout": {"type": "uniform", "low": 0.0, "high": 0.3},
+}
 
 
 def bare(cfg, n_trials: int) -> float:
@@ -42,13 +44,22 @@ def bare(cfg, n_trials: int) -> float:
         model = create_model(c.model, channels=1, image_size=8, num_classes=len(data.classes))
         opt = create_optimizer(model.parameters(), c.optimizer)
         sched = create_scheduler(opt, c.scheduler, c.training.num_epochs, "max")
-        t = Trainer(model, opt, sched, data.train, data.val, num_classes=len(data.classes),
-                    num_epochs=c.training.num_epochs, device=torch.device("cpu"))
+        t = Trainer(
+            model,
+            opt,
+            sched,
+            data.train,
+            data.val,
+            num_classes=len(data.classes),
+            num_epochs=c.training.num_epochs,
+            device=torch.device("cpu"),
+        )
         t.fit()
         return t.best_value
 
-    study = optuna.create_study(storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5))
+    study = optuna.create_study(
+        storage=storage, direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5)
+    )
     start = time.perf_counter()
     study.optimize(objective, n_trials=n_trials)
     return (time.perf_counter() - start) / n_trials
@@ -78,15 +89,23 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     data = ensure_digits(args.data)
-    make = lambda: search_config(data, Path(tempfile.mkdtemp()), epochs=args.epochs, n_trials=args.trials,  # noqa: E731
-                                 pruner={"type": "NopPruner"}, space=SPACE)
+    make = lambda: search_config(
+        data,
+        Path(tempfile.mkdtemp()),
+        epochs=args.epochs,
+        n_trials=args.trials,
+        pruner={"type": "NopPruner"},
+        space=SPACE,
+    )
     bare(make(), 2)  # warm-up: imports, decode cache, first-call costs
     results = {"bare": [], "framework": []}
     for _ in range(2):  # alternate to spread machine noise
         results["bare"].append(bare(make(), args.trials))
         results["framework"].append(framework(make(), args.trials))
     b, f = min(results["bare"]), min(results["framework"])
-    print(f"{args.trials} trials x {args.epochs} epochs, simple_cnn on bundled digits, SQLite storage, 1 thread")
+    print(
+        f"{args.trials} trials x {args.epochs} epochs, simple_cnn on bundled digits, SQLite storage, 1 thread"
+    )
     print(f"bare study.optimize loop: {b * 1000:.0f} ms/trial")
     print(f"ml-search (framework):    {f * 1000:.0f} ms/trial")
     print(f"added per trial: {(f - b) * 1000:.0f} ms  (ratio framework / bare: {f / b:.3f})")

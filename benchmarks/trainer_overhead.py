@@ -30,7 +30,9 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=16)
     args = p.parse_args()
     if not (args.data / "raw").is_dir():
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_digits.py"), "--out", str(args.data)], check=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "make_digits.py"), "--out", str(args.data)], check=True
+        )
 
     from ml_framework.config import from_container
     from ml_framework.models import create_model
@@ -38,14 +40,20 @@ def main() -> int:
     from ml_framework.training.run import prepare_data, seed_everything
     from ml_framework.training.trainer import Trainer
 
-    cfg = from_container({
-        "data": {"data_dir": str(args.data), "image_size": args.image_size, "channels": 1,
-                 "augmentation": {"random_crop": False, "normalize": True}},
-        "model": {"architecture": "simple_cnn"},
-        "training": {"batch_size": args.batch_size, "device": "cpu", "deterministic": False},
-        "optimizer": {"name": "adamw", "lr": 1e-3},
-        "output": {"runs_dir": tempfile.mkdtemp()},
-    })
+    cfg = from_container(
+        {
+            "data": {
+                "data_dir": str(args.data),
+                "image_size": args.image_size,
+                "channels": 1,
+                "augmentation": {"random_crop": False, "normalize": True},
+            },
+            "model": {"architecture": "simple_cnn"},
+            "training": {"batch_size": args.batch_size, "device": "cpu", "deterministic": False},
+            "optimizer": {"name": "adamw", "lr": 1e-3},
+            "output": {"runs_dir": tempfile.mkdtemp()},
+        }
+    )
     device = torch.device("cpu")
     seed_everything(0, deterministic=False)
     data = prepare_data(cfg, device)
@@ -81,8 +89,9 @@ def main() -> int:
 
     def framework(epochs: int) -> float:
         model, opt = fresh()
-        trainer = Trainer(model, opt, None, data.train, data.val, num_classes=n_classes, num_epochs=epochs,
-                          device=device)
+        trainer = Trainer(
+            model, opt, None, data.train, data.val, num_classes=n_classes, num_epochs=epochs, device=device
+        )
         start = time.perf_counter()
         for epoch in range(1, epochs + 1):
             trainer.train_epoch(epoch)
@@ -94,8 +103,10 @@ def main() -> int:
         hand.append(handwritten(args.epochs_per_round))
         ours.append(framework(args.epochs_per_round))
     h, f = statistics.median(hand), statistics.median(ours)
-    print(f"model simple_cnn, {n} train images {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, {args.rounds} alternated rounds")
+    print(
+        f"model simple_cnn, {n} train images {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads, {args.rounds} alternated rounds"
+    )
     print(f"hand-written loop: {h:,.0f} img/s (median)")
     print(f"framework epoch:   {f:,.0f} img/s (median)")
     print(f"ratio framework / hand-written: {f / h:.3f}")

@@ -11,6 +11,7 @@ again on a complete folder does nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -28,22 +29,25 @@ def digit_images(scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(np.int64)
 
 
+MARKER = ".make_digits.json"  # written last: its presence means the folder is complete
+
+
 def expected_paths(out: Path, targets: np.ndarray) -> list[Path]:
     return [out / "raw" / str(int(t)) / f"{i}.png" for i, t in enumerate(targets)]
 
 
-def is_complete(out: Path, targets: np.ndarray, size: int) -> bool:
-    """Every expected file exists (checked cheaply: the first one's size must match too)."""
-    from PIL import Image
+def is_complete(out: Path, scale: int) -> bool:
+    """The marker of a finished run with this scale exists and no image was deleted since.
 
-    paths = expected_paths(out, targets)
-    if not all(p.is_file() for p in paths):
-        return False
+    Checked without scikit-learn (whose import takes seconds), so a re-run returns at once.
+    """
     try:
-        with Image.open(paths[0]) as im:
-            return im.size == (size, size)
-    except OSError:
+        marker = json.loads((out / MARKER).read_text())
+    except (OSError, ValueError):
         return False
+    if marker.get("scale") != scale:
+        return False
+    return sum(1 for _ in (out / "raw").glob("*/*.png")) == marker.get("count")
 
 
 def make_digits(out: str | Path = "data/digits", scale: int = 1) -> int:
@@ -53,19 +57,23 @@ def make_digits(out: str | Path = "data/digits", scale: int = 1) -> int:
     if scale < 1:
         raise ValueError(f"--scale must be >= 1, got {scale}")
     out = Path(out)
-    images, targets = digit_images(scale)
-    if is_complete(out, targets, images.shape[1]):
+    if is_complete(out, scale):
         return 0
+    (out / MARKER).unlink(missing_ok=True)
+    images, targets = digit_images(scale)
     for path, image in zip(expected_paths(out, targets), images):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         Image.fromarray(image).save(tmp, format="PNG")
         tmp.replace(path)
+    (out / MARKER).write_text(json.dumps({"count": len(images), "scale": scale, "source": "sklearn.load_digits"}))
     return len(images)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="data/digits", help="output folder (default: data/digits)")
     parser.add_argument("--scale", type=int, default=1, help="integer upscale factor (default: 1, 8x8)")
     args = parser.parse_args(argv)

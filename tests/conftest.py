@@ -19,8 +19,11 @@ BIN = Path(sys.executable).parent
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's 1797 real 8x8 digits as an image folder (built once per session)."""
     out = tmp_path_factory.mktemp("data") / "digits"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_digits.py"), "--out", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_digits.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -49,7 +52,9 @@ def tiny_cfg(digits_dir: Path, tmp_path: Path) -> Any:
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess:
     """Run one of the console scripts of this venv as a subprocess."""
     exe = BIN / args[0]
-    return subprocess.run([str(exe), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [str(exe), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 @pytest.fixture(scope="session")

@@ -243,6 +243,7 @@ def test_other_architecture_gets_no_builtin_keys(tmp_path: Path) -> None:
     assert [k for k in mapping["search"]["search_space"] if k.startswith("model.")] == ["model.dropout"]
 
 
+@pytest.mark.slow  # imports torchvision and timm for the suggestions
 def test_cli_rejects_unknown_architecture(
     mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

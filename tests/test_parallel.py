@@ -40,8 +40,8 @@ def write_config(path: Path, data_dir: Path, runs_dir: Path, epochs: int, search
 
 
 def ml_search(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "ml-search"), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    exe = str(BIN / "ml-search")
+    return subprocess.Popen([exe, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def assert_exact_budget(storage: str, name: str, n: int) -> list[optuna.trial.FrozenTrial]:

@@ -21,7 +21,9 @@ SPACE: dict[str, Any] = {
 }
 
 
-def write_config(path: Path, data_dir: Path, runs_dir: Path, search: dict[str, Any] | None = None, epochs: int = 3) -> Path:
+def write_config(
+    path: Path, data_dir: Path, runs_dir: Path, search: dict[str, Any] | None = None, epochs: int = 3
+) -> Path:
     cfg = {
         "data": {"dataset_name": "digits", "data_dir": str(data_dir), "image_size": 8, "channels": 1},
         "model": {"architecture": "simple_cnn", "width": 8, "depth": 1},
@@ -54,7 +56,10 @@ def storage(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     ("search", "fragment"),
     [
-        ({"search_space": {"optimizer.lrr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}, "optimizer.lr"),
+        (
+            {"search_space": {"optimizer.lrr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}},
+            "optimizer.lr",
+        ),
         ({"search_space": {"optimizer.lr": {"type": "uniform", "low": 0.1, "high": 0.01}}}, "low"),
         ({"search_space": {"optimizer.lr": {"type": "loguniform", "low": 0, "high": 0.01}}}, "optimizer.lr"),
         ({"sampler": {"type": "FancySampler"}}, "FancySampler"),
@@ -63,7 +68,9 @@ def storage(tmp_path: Path) -> str:
         ({"metric": "val_accuracy"}, "val_accuracy"),
     ],
 )
-def test_bad_search_config_fails_before_any_study(digits_dir: Path, tmp_path: Path, capsys, search, fragment) -> None:
+def test_bad_search_config_fails_before_any_study(
+    digits_dir: Path, tmp_path: Path, capsys, search, fragment
+) -> None:
     path = write_config(tmp_path / "bad.yaml", digits_dir, tmp_path / "runs", search)
     assert search_main(["--config", str(path)]) == 2
     assert fragment in capsys.readouterr().err
@@ -95,7 +102,9 @@ def test_search_outputs_pruning_and_exact_reproduction(digits_dir: Path, tmp_pat
     metrics = json.loads((Path(best.user_attrs["run_dir"]) / "metrics.json").read_text())
     assert metrics["best"]["val_acc"] == best.value and metrics["best_epoch"] == best.user_attrs["best_epoch"]
     # only the best trial keeps weights; no resume checkpoints remain
-    assert sorted(p.parent.parent.name for p in out.glob("trial_*/checkpoints/best.pt")) == [f"trial_{best.number}"]
+    assert sorted(p.parent.parent.name for p in out.glob("trial_*/checkpoints/best.pt")) == [
+        f"trial_{best.number}"
+    ]
     assert not list(out.glob("trial_*/checkpoints/last.pt"))
     # best_config.yaml has no search block and reproduces the value exactly
     best_cfg = yaml.safe_load((out / "best_config.yaml").read_text())
@@ -119,9 +128,26 @@ def test_search_outputs_pruning_and_exact_reproduction(digits_dir: Path, tmp_pat
 
 
 def test_resume_adds_trials_without_replaying(cfg_path: Path, tmp_path: Path) -> None:
-    assert search_main(["--config", str(cfg_path), "--study-name", "r", "--n-trials", "3", "--pruner", "none"]) == 0
-    assert search_main(["--config", str(cfg_path), "--study-name", "r", "--resume", "--n-trials", "2",
-                        "--pruner", "none"]) == 0
+    assert (
+        search_main(["--config", str(cfg_path), "--study-name", "r", "--n-trials", "3", "--pruner", "none"])
+        == 0
+    )
+    assert (
+        search_main(
+            [
+                "--config",
+                str(cfg_path),
+                "--study-name",
+                "r",
+                "--resume",
+                "--n-trials",
+                "2",
+                "--pruner",
+                "none",
+            ]
+        )
+        == 0
+    )
     study = optuna.load_study(study_name="r", storage=storage(tmp_path))
     assert len(study.trials) == 5
     params = [tuple(sorted(t.params.items())) for t in study.trials]
@@ -131,29 +157,76 @@ def test_resume_adds_trials_without_replaying(cfg_path: Path, tmp_path: Path) ->
 
 def test_failing_trials_are_recorded_and_search_goes_on(digits_dir: Path, tmp_path: Path) -> None:
     space = {"optimizer.nesterov": {"type": "categorical", "choices": [False, True]}}
-    path = write_config(tmp_path / "f.yaml", digits_dir, tmp_path / "runs",
-                        {"search_space": space, "n_trials": 3, "sampler": {"type": "GridSampler"},
-                         "pruner": {"type": "NopPruner"}}, epochs=2)
-    code = search_main(["--config", str(path), "--study-name", "f", "--n-trials", "1", "optimizer.name=sgd",
-                        "optimizer.momentum=0"])
+    path = write_config(
+        tmp_path / "f.yaml",
+        digits_dir,
+        tmp_path / "runs",
+        {
+            "search_space": space,
+            "n_trials": 3,
+            "sampler": {"type": "GridSampler"},
+            "pruner": {"type": "NopPruner"},
+        },
+        epochs=2,
+    )
+    code = search_main(
+        [
+            "--config",
+            str(path),
+            "--study-name",
+            "f",
+            "--n-trials",
+            "1",
+            "optimizer.name=sgd",
+            "optimizer.momentum=0",
+        ]
+    )
     study = optuna.load_study(study_name="f", storage=storage(tmp_path))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # nesterov without momentum is an invalid combination: recorded FAIL with its error, search goes on
     assert len(failed) == 1 and "nesterov" in failed[0].user_attrs["error"]
     assert completed and code == 0 and study.best_trial.params["optimizer.nesterov"] is False
-    fast = write_config(tmp_path / "ff.yaml", digits_dir, tmp_path / "runs",
-                        {"search_space": {"optimizer.nesterov": {"type": "categorical", "choices": [True]}},
-                         "pruner": {"type": "NopPruner"}}, epochs=1)
-    assert search_main(["--config", str(fast), "--study-name", "ff", "--fail-fast", "optimizer.name=sgd",
-                        "optimizer.momentum=0"]) == 1
+    fast = write_config(
+        tmp_path / "ff.yaml",
+        digits_dir,
+        tmp_path / "runs",
+        {
+            "search_space": {"optimizer.nesterov": {"type": "categorical", "choices": [True]}},
+            "pruner": {"type": "NopPruner"},
+        },
+        epochs=1,
+    )
+    assert (
+        search_main(
+            [
+                "--config",
+                str(fast),
+                "--study-name",
+                "ff",
+                "--fail-fast",
+                "optimizer.name=sgd",
+                "optimizer.momentum=0",
+            ]
+        )
+        == 1
+    )
     study = optuna.load_study(study_name="ff", storage=storage(tmp_path))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
 
 
 @pytest.mark.postgres
 def test_postgres_backed_search(cfg_path: Path, postgres_url: str, unique_name: str) -> None:
-    args = ["--config", str(cfg_path), "--study-name", unique_name, "--storage", postgres_url, "--pruner", "none"]
+    args = [
+        "--config",
+        str(cfg_path),
+        "--study-name",
+        unique_name,
+        "--storage",
+        postgres_url,
+        "--pruner",
+        "none",
+    ]
     try:
         assert search_main([*args, "--n-trials", "2"]) == 0
         assert search_main([*args, "--resume", "--n-trials", "1"]) == 0

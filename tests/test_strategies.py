@@ -31,13 +31,25 @@ def out_dir(tmp_path: Path, name: str) -> Path:
 
 
 def test_pareto_front_of_accuracy_and_latency(digits_dir: Path, tmp_path: Path, capsys) -> None:
-    space = {"model.width": {"type": "int", "low": 4, "high": 32, "step": 4}, **{
-        k: v for k, v in GRID.items() if k == "optimizer.name"}}
+    space = {
+        "model.width": {"type": "int", "low": 4, "high": 32, "step": 4},
+        **{k: v for k, v in GRID.items() if k == "optimizer.name"},
+    }
     # the schema's default sampler (not chosen by the user) becomes NSGA-II for several objectives
     search = {"search_space": space, "sampler": {"type": "TPESampler"}}
     path = write_config(tmp_path / "mo.yaml", digits_dir, tmp_path / "runs", search, epochs=1)
-    args = ["--config", str(path), "--study-name", "mo", "--n-trials", "6", "--optimize", "val_acc,latency_ms",
-            "--directions", "maximize,minimize"]
+    args = [
+        "--config",
+        str(path),
+        "--study-name",
+        "mo",
+        "--n-trials",
+        "6",
+        "--optimize",
+        "val_acc,latency_ms",
+        "--directions",
+        "maximize,minimize",
+    ]
     assert search_main(args) == 0
     out = capsys.readouterr().out
     assert "Pareto front" in out and "ignored" in out  # MedianPruner of the config: said once
@@ -61,9 +73,12 @@ def test_pareto_front_of_accuracy_and_latency(digits_dir: Path, tmp_path: Path, 
     assert run_training(cfg, progress=False).value("val_acc") == front[0].values[0]
 
 
-def test_cross_validation_records_fold_scores_and_their_mean(digits_dir: Path, tmp_path: Path, capsys) -> None:
-    path = write_config(tmp_path / "cv.yaml", digits_dir, tmp_path / "runs", {"pruner": {"type": "NopPruner"}},
-                        epochs=1)
+def test_cross_validation_records_fold_scores_and_their_mean(
+    digits_dir: Path, tmp_path: Path, capsys
+) -> None:
+    path = write_config(
+        tmp_path / "cv.yaml", digits_dir, tmp_path / "runs", {"pruner": {"type": "NopPruner"}}, epochs=1
+    )
     assert search_main(["--config", str(path), "--study-name", "cv", "--n-trials", "2", "--cv", "3"]) == 0
     assert "± " in capsys.readouterr().out
     study = study_of(tmp_path, "cv")
@@ -72,7 +87,11 @@ def test_cross_validation_records_fold_scores_and_their_mean(digits_dir: Path, t
     for t in finished:
         scores = t.user_attrs["cv_scores"]
         assert len(scores) == 3 and t.value == pytest.approx(sum(scores) / 3)
-        assert sorted(p.name for p in Path(t.user_attrs["run_dir"]).glob("fold_*")) == ["fold_0", "fold_1", "fold_2"]
+        assert sorted(p.name for p in Path(t.user_attrs["run_dir"]).glob("fold_*")) == [
+            "fold_0",
+            "fold_1",
+            "fold_2",
+        ]
     rows = list(csv.DictReader((out_dir(tmp_path, "cv") / "cv_scores.csv").open()))
     assert len(rows) == 6 and {r["fold"] for r in rows} == {"0", "1", "2"}
     history = list(csv.DictReader((out_dir(tmp_path, "cv") / "trial_history.csv").open()))
@@ -81,11 +100,20 @@ def test_cross_validation_records_fold_scores_and_their_mean(digits_dir: Path, t
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_grid_runs_exactly_its_points(digits_dir: Path, tmp_path: Path, workers: int) -> None:
-    path = write_config(tmp_path / "g.yaml", digits_dir, tmp_path / "runs",
-                        {"search_space": GRID, "pruner": {"type": "NopPruner"}}, epochs=1)
-    # no --n-trials: the schema default (20) is capped to the grid's 6 points
-    assert search_main(["--config", str(path), "--study-name", "g", "--strategy", "grid",
-                        "--n-workers", str(workers)]) == 0
+    path = write_config(
+        tmp_path / "g.yaml",
+        digits_dir,
+        tmp_path / "runs",
+        {"search_space": GRID, "pruner": {"type": "NopPruner"}, "n_trials": None},
+        epochs=1,
+    )
+    # no n_trials: the grid's size (6)
+    assert (
+        search_main(
+            ["--config", str(path), "--study-name", "g", "--strategy", "grid", "--n-workers", str(workers)]
+        )
+        == 0
+    )
     study = study_of(tmp_path, "g")
     combos = [(t.params["optimizer.name"], t.params["model.width"]) for t in study.trials]
     assert len(combos) == 6 and len(set(combos)) == 6
@@ -95,10 +123,29 @@ def test_grid_runs_exactly_its_points(digits_dir: Path, tmp_path: Path, workers:
 def test_early_stopping_ends_before_budget(digits_dir: Path, tmp_path: Path, capsys) -> None:
     # one point only: every trial after the first repeats its value, so nothing improves
     space = {"model.width": {"type": "categorical", "choices": [8]}}
-    path = write_config(tmp_path / "es.yaml", digits_dir, tmp_path / "runs",
-                        {"search_space": space, "pruner": {"type": "NopPruner"}}, epochs=1)
-    assert search_main(["--config", str(path), "--study-name", "es", "--n-trials", "12", "--early-stopping",
-                        "--patience", "3"]) == 0
+    path = write_config(
+        tmp_path / "es.yaml",
+        digits_dir,
+        tmp_path / "runs",
+        {"search_space": space, "pruner": {"type": "NopPruner"}},
+        epochs=1,
+    )
+    assert (
+        search_main(
+            [
+                "--config",
+                str(path),
+                "--study-name",
+                "es",
+                "--n-trials",
+                "12",
+                "--early-stopping",
+                "--patience",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert "stopped early" in capsys.readouterr().out
     assert len(study_of(tmp_path, "es").trials) == 4
     summary = json.loads((out_dir(tmp_path, "es") / "summary.json").read_text())
@@ -106,16 +153,37 @@ def test_early_stopping_ends_before_budget(digits_dir: Path, tmp_path: Path, cap
 
 
 def test_inline_params_and_enqueue(digits_dir: Path, tmp_path: Path) -> None:
-    path = write_config(tmp_path / "i.yaml", digits_dir, tmp_path / "runs", {"pruner": {"type": "NopPruner"}},
-                        epochs=1)
+    path = write_config(
+        tmp_path / "i.yaml", digits_dir, tmp_path / "runs", {"pruner": {"type": "NopPruner"}}, epochs=1
+    )
     warm = tmp_path / "warm.yaml"
     warm.write_text(yaml.safe_dump([{"optimizer.lr": 0.02, "training.batch_size": 32, "model.width": 12}]))
-    assert search_main(["--config", str(path), "--study-name", "i", "--n-trials", "3",
-                        "--param", "optimizer.lr=continuous:0.001-0.05:log",
-                        "--param", "model.width=discrete:4-16:4", "--enqueue", str(warm)]) == 0
+    assert (
+        search_main(
+            [
+                "--config",
+                str(path),
+                "--study-name",
+                "i",
+                "--n-trials",
+                "3",
+                "--param",
+                "optimizer.lr=continuous:0.001-0.05:log",
+                "--param",
+                "model.width=discrete:4-16:4",
+                "--enqueue",
+                str(warm),
+            ]
+        )
+        == 0
+    )
     study = study_of(tmp_path, "i")
     first = min(study.trials, key=lambda t: t.number)
-    assert first.params == {"optimizer.lr": 0.02, "training.batch_size": 32, "model.width": 12}
+    assert {k: first.params[k] for k in ("optimizer.lr", "training.batch_size", "model.width")} == {
+        "optimizer.lr": 0.02,
+        "training.batch_size": 32,
+        "model.width": 12,
+    }
     dists = study.trials[-1].distributions
     assert dists["optimizer.lr"].log and dists["model.width"].step == 4 and "model.dropout" in dists
     assert all(t.params["model.width"] in (4, 8, 12, 16) for t in study.trials)
@@ -124,7 +192,7 @@ def test_inline_params_and_enqueue(digits_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--param", "optimizer.lr=continuous:0.1"], "optimizer.lr"),
+        (["--param", "optimizer.lr=continuous:0.01-0.1:lg"], "lg"),
         (["--param", "optimizer.lr=gaussian:0-1"], "gaussian"),
         (["--param", "optimizer.lr"], "NAME=TYPE:SPEC"),
         (["--param", "optimizer.lr=continuous:0.1-0.01"], "low"),
@@ -135,8 +203,9 @@ def test_inline_params_and_enqueue(digits_dir: Path, tmp_path: Path) -> None:
         (["--enqueue", "missing.yaml"], "missing.yaml"),
     ],
 )
-def test_bad_strategy_input_fails_before_any_study(digits_dir: Path, tmp_path: Path, capsys, args: list[str],
-                                                   fragment: str) -> None:
+def test_bad_strategy_input_fails_before_any_study(
+    digits_dir: Path, tmp_path: Path, capsys, args: list[str], fragment: str
+) -> None:
     path = write_config(tmp_path / "bad.yaml", digits_dir, tmp_path / "runs")
     assert search_main(["--config", str(path), *args]) == 2
     assert fragment in capsys.readouterr().err

@@ -58,8 +58,14 @@ def test_same_config_twice_gives_identical_metrics(tiny_cfg) -> None:
     assert a.run_dir != b.run_dir
     ma, mb = _metrics(a.run_dir), _metrics(b.run_dir)
     for key in ("history", "best", "final", "test", "best_epoch"):
-        strip = (lambda rows: [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows]) if key == "history" else None
-        assert (strip(ma[key]) if strip else _no_time(ma[key])) == (strip(mb[key]) if strip else _no_time(mb[key]))
+        strip = (
+            (lambda rows: [{k: v for k, v in r.items() if k != "epoch_time"} for r in rows])
+            if key == "history"
+            else None
+        )
+        assert (strip(ma[key]) if strip else _no_time(ma[key])) == (
+            strip(mb[key]) if strip else _no_time(mb[key])
+        )
 
 
 def _no_time(d):
@@ -69,11 +75,19 @@ def _no_time(d):
 def test_resume_matches_uninterrupted_run(digits_dir: Path, tmp_path: Path) -> None:
     from ml_framework.training.run import run_training
 
-    full_cfg = tiny_config(digits_dir, tmp_path / "runs", training={"num_epochs": 4},
-                           scheduler={"name": "step", "step_size": 1, "gamma": 0.5})
+    full_cfg = tiny_config(
+        digits_dir,
+        tmp_path / "runs",
+        training={"num_epochs": 4},
+        scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
+    )
     full = run_training(full_cfg, progress=False)
-    part_cfg = tiny_config(digits_dir, tmp_path / "runs", training={"num_epochs": 2},
-                           scheduler={"name": "step", "step_size": 1, "gamma": 0.5})
+    part_cfg = tiny_config(
+        digits_dir,
+        tmp_path / "runs",
+        training={"num_epochs": 2},
+        scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
+    )
     part = run_training(part_cfg, progress=False)
     resumed = run_training(full_cfg, resume=part.run_dir / "checkpoints" / "last.pt", progress=False)
     assert resumed.run_dir == part.run_dir
@@ -90,11 +104,26 @@ def test_run_dir_contents_and_tensorboard(tiny_cfg) -> None:
 
     result = run_training(tiny_cfg, progress=False)
     d = result.run_dir
-    for name in ("config.yaml", "metrics.json", "summary.txt", "train.log", "splits.json", "checkpoints/best.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "summary.txt",
+        "train.log",
+        "splits.json",
+        "checkpoints/best.pt",
+    ):
         assert (d / name).is_file(), name
     m = _metrics(d)
     assert len(m["history"]) == 3 and m["best_epoch"] in (1, 2, 3)
-    assert set(m["history"][0]) >= {"train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time"}
+    assert set(m["history"][0]) >= {
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_f1",
+        "lr",
+        "epoch_time",
+    }
     assert set(m["test"]) == {"test_loss", "test_acc", "test_f1"}
     acc = EventAccumulator(str(d), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
@@ -136,9 +165,12 @@ def test_messy_folder_trains_and_reports_skipped_file(tmp_path: Path) -> None:
             img.save(raw / c / f"{i}.{'jpg' if i % 2 else 'png'}")
         (raw / c / "notes.txt").write_text("not an image")
     (raw / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    cfg = tiny_config(tmp_path / "messy", tmp_path / "runs",
-                      data={"channels": 3, "image_size": 16, "val_split": 0.25, "test_split": 0.0},
-                      training={"num_epochs": 2, "batch_size": 8})
+    cfg = tiny_config(
+        tmp_path / "messy",
+        tmp_path / "runs",
+        data={"channels": 3, "image_size": 16, "val_split": 0.25, "test_split": 0.0},
+        training={"num_epochs": 2, "batch_size": 8},
+    )
     result = run_training(cfg, progress=False)
     log = (result.run_dir / "train.log").read_text()
     assert "broken.png" in log and "skipped 1" in log
@@ -162,7 +194,9 @@ def test_ml_train_cli_end_to_end(digits_dir: Path, tmp_path: Path) -> None:
         "model: {architecture: simple_cnn, width: 8, depth: 1}\n"
         f"training: {{num_epochs: 2, device: cpu}}\noutput: {{runs_dir: {tmp_path / 'runs'}}}\n"
     )
-    r = run_cli(["ml-train", "--config", str(cfg), "--lr", "0.01", "--name", "e2e", "model.dropout=0.0"], tmp_path)
+    r = run_cli(
+        ["ml-train", "--config", str(cfg), "--lr", "0.01", "--name", "e2e", "model.dropout=0.0"], tmp_path
+    )
     assert r.returncode == 0, r.stderr + r.stdout
     run = tmp_path / "runs" / "e2e"
     assert load_config(run / "config.yaml").optimizer.lr == 0.01
@@ -181,7 +215,12 @@ def test_help_is_fast_and_imports_nothing_heavy(command: str, tmp_path: Path) ->
     import subprocess
     import sys
 
-    module = {"ml-train": "train", "ml-search": "search", "ml-init-config": "init_config", "ml-visualise": "visualise"}
+    module = {
+        "ml-train": "train",
+        "ml-search": "search",
+        "ml-init-config": "init_config",
+        "ml-visualise": "visualise",
+    }
     code = (
         f"import sys; from ml_framework.cli.{module[command]} import build_parser\n"
         "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"

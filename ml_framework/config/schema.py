@@ -8,7 +8,7 @@ existing keys), never a silently ignored setting. The open mappings (`model.kwar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 # OmegaConf structured configs need typing.Optional/List/Dict-style annotations it can introspect;
 # `from __future__ import annotations` is fine with OmegaConf >= 2.1.
@@ -31,23 +31,23 @@ class DataConfig:
     data_dir: str = "data/dataset"  # images in <data_dir>/raw/<class>/<file>
     image_size: int = 32
     channels: int = 3  # 1 (grayscale) or 3 (RGB); images are converted
-    class_names: Optional[list[str]] = None  # if set, must equal the class folders found
+    class_names: list[str] | None = None  # if set, must equal the class folders found
     val_split: float = 0.15
     test_split: float = 0.15
-    split_seed: Optional[int] = None  # seed of the train/val/test split and folds; None: training.seed
+    split_seed: int | None = None  # seed of the train/val/test split and folds; None: training.seed
     n_folds: int = 5  # folds over train+val for cross-validation
-    fold: Optional[int] = None  # validate on this fold (0-based) instead of the fixed val split
+    fold: int | None = None  # validate on this fold (0-based) instead of the fixed val split
     num_workers: int = 0  # processes that decode images on a cache miss (0: in process)
-    cache_dir: Optional[str] = None  # decoded-dataset cache; default <data_dir>/.cache
+    cache_dir: str | None = None  # decoded-dataset cache; default <data_dir>/.cache
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
 
 @dataclass
 class ModelConfig:
     architecture: str = "simple_cnn"  # simple_cnn, mlp, a torchvision name, or timm/<name>
-    num_classes: Optional[int] = None  # None: the number of class folders
+    num_classes: int | None = None  # None: the number of class folders
     pretrained: bool = False  # needs weights_path: nothing is downloaded
-    weights_path: Optional[str] = None
+    weights_path: str | None = None
     dropout: float = 0.2
     width: int = 32  # built-ins: channels of the first conv block / hidden units of the MLP
     depth: int = 2  # built-ins: conv blocks / hidden layers
@@ -74,9 +74,9 @@ class TrainingConfig:
     channels_last: bool = True  # CUDA only
     monitor: str = "val_acc"  # metric that picks the best checkpoint
     monitor_mode: str = "max"
-    grad_clip_norm: Optional[float] = None
+    grad_clip_norm: float | None = None
     label_smoothing: float = 0.0
-    num_threads: Optional[int] = None  # torch CPU threads; None: torch's default
+    num_threads: int | None = None  # torch CPU threads; None: torch's default
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -103,7 +103,7 @@ class SchedulerConfig:
 @dataclass
 class OutputConfig:
     runs_dir: str = "runs"
-    name: Optional[str] = None  # run dir name; default <dataset>_<architecture>_<timestamp>
+    name: str | None = None  # run dir name; default <dataset>_<architecture>_<timestamp>
 
 
 @dataclass
@@ -123,14 +123,14 @@ class SearchEarlyStoppingConfig:
 
 @dataclass
 class SearchConfig:
-    study_name: Optional[str] = None  # default <dataset>_optimization
-    storage: Optional[str] = None  # default sqlite:///<runs_dir>/optuna_studies/optuna.db
-    n_trials: Optional[int] = 20  # with --resume: trials to add
-    timeout: Optional[float] = None  # seconds
+    study_name: str | None = None  # default <dataset>_optimization
+    storage: str | None = None  # default sqlite:///<runs_dir>/optuna_studies/optuna.db
+    n_trials: int | None = 20  # with --resume: trials to add
+    timeout: float | None = None  # seconds
     direction: str = "maximize"
     metric: str = "val_acc"
-    metrics: Optional[list[str]] = None  # multi-objective
-    directions: Optional[list[str]] = None
+    metrics: list[str] | None = None  # multi-objective
+    directions: list[str] | None = None
     sampler: dict[str, Any] = field(default_factory=lambda: {"type": "TPESampler"})
     pruner: dict[str, Any] = field(default_factory=lambda: {"type": "MedianPruner"})
     search_space: dict[str, Any] = field(default_factory=dict)
@@ -151,4 +151,4 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
-    search: Optional[SearchConfig] = None
+    search: SearchConfig | None = None

@@ -108,7 +108,9 @@ def _option(aug: Any, key: str, default: Any) -> Any:
 
 def augment_plan(augmentation: Any, image_size: int) -> AugmentPlan:
     """Read `data.augmentation` (dataclass, DictConfig or dict; None: nothing) into a checked plan."""
-    padding = int(_option(augmentation, "crop_padding", 0)) if _option(augmentation, "random_crop", False) else 0
+    padding = (
+        int(_option(augmentation, "crop_padding", 0)) if _option(augmentation, "random_crop", False) else 0
+    )
     mode = str(_option(augmentation, "padding_mode", "zeros"))
     if padding < 0:
         raise ConfigError(f"data.augmentation.crop_padding={padding} must be >= 0")
@@ -180,7 +182,9 @@ class TensorBatches:
         train: bool | None = None,
     ) -> None:
         if images_uint8.ndim != 4 or images_uint8.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 images [N, C, H, W], got {images_uint8.dtype} {tuple(images_uint8.shape)}")
+            raise ValueError(
+                f"expected uint8 images [N, C, H, W], got {images_uint8.dtype} {tuple(images_uint8.shape)}"
+            )
         if len(images_uint8) != len(labels):
             raise ValueError(f"{len(images_uint8)} images but {len(labels)} labels")
         self.device = torch.device(device)

@@ -38,7 +38,11 @@ class Splits:
             return self.train, self.val, self.test
         if not self.folds:
             raise ConfigError(f"data.fold={fold} needs cross-validation folds, but data.n_folds < 2")
-        if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < len(self.folds):
+        if (
+            isinstance(fold, bool)
+            or not isinstance(fold, (int, np.integer))
+            or not 0 <= fold < len(self.folds)
+        ):
             raise ConfigError(
                 f"data.fold={fold!r} is out of range: use 0..{len(self.folds) - 1} (data.n_folds={len(self.folds)})"
             )

@@ -112,12 +112,12 @@ def adopt_retried_run(trial: optuna.Trial, study_path: Path, run_dir: Path) -> P
     """A retry of a trial whose worker died (heartbeat stale) continues where it stopped: the dead
     trial's run dir moves to this trial's dir and its last.pt is returned to resume from. Records
     `resumed_from_trial` (the dead trial) and `retried_from_trial` (the first of the chain)."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
-
-    original = Retry.retried_trial_number(trial)
+    # What RetryHeartbeatStaleTrialCallback records (its helpers take a FrozenTrial, not a Trial).
+    attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+    original = attrs.get("failed_trial")
     if original is None:
         return None
-    previous = Retry.retry_history(trial)[-1]
+    previous = attrs.get("retry_history", [original])[-1]
     trial.set_user_attr("retried_from_trial", original)
     trial.set_user_attr("resumed_from_trial", previous)
     old_dir = trial_dir(study_path, previous)

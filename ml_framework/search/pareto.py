@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +205,3 @@ def enqueue(study: optuna.Study, param_sets: Sequence[dict[str, Any]]) -> int:
     for params in param_sets:
         study.enqueue_trial(params, skip_if_exists=True)
     return len(study.get_trials(deepcopy=False, states=(State.WAITING,)))
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
