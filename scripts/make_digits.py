@@ -61,12 +61,14 @@ def make_digits(out: str | Path = "data/digits", scale: int = 1) -> int:
         return 0
     (out / MARKER).unlink(missing_ok=True)
     images, targets = digit_images(scale)
-    for path, image in zip(expected_paths(out, targets), images):
+    for path, image in zip(expected_paths(out, targets), images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         Image.fromarray(image).save(tmp, format="PNG")
         tmp.replace(path)
-    (out / MARKER).write_text(json.dumps({"count": len(images), "scale": scale, "source": "sklearn.load_digits"}))
+    (out / MARKER).write_text(
+        json.dumps({"count": len(images), "scale": scale, "source": "sklearn.load_digits"})
+    )
     return len(images)
 
 

@@ -155,7 +155,7 @@ def cache_key(rel_files: Sequence[str], paths: Sequence[Path], image_size: int, 
     """Hash of (sorted relative files, each file's content, size, channels, format version)."""
     h = hashlib.blake2b(digest_size=20)
     h.update(f"v{FORMAT_VERSION}|size={image_size}|channels={channels}|".encode())
-    for rel, path in sorted(zip(rel_files, paths)):
+    for rel, path in sorted(zip(rel_files, paths, strict=True)):
         h.update(rel.encode())
         h.update(b"\0")
         h.update(file_digest(path))

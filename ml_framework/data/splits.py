@@ -44,7 +44,8 @@ class Splits:
             or not 0 <= fold < len(self.folds)
         ):
             raise ConfigError(
-                f"data.fold={fold!r} is out of range: use 0..{len(self.folds) - 1} (data.n_folds={len(self.folds)})"
+                f"data.fold={fold!r} is out of range: use 0..{len(self.folds) - 1} "
+                f"(data.n_folds={len(self.folds)})"
             )
         train = np.sort(np.concatenate([f for k, f in enumerate(self.folds) if k != fold]))
         return train, self.folds[fold], self.test
@@ -106,11 +107,18 @@ def _validate(val_split: float, test_split: float, n_folds: int) -> None:
 
 
 def make_splits(
-    labels: Sequence[int] | np.ndarray, *, val_split: float, test_split: float, n_folds: int, seed: int
+    labels: Sequence[int] | np.ndarray,
+    *,
+    val_split: float,
+    test_split: float,
+    n_folds: int,
+    seed: int,
+    class_names: Sequence[str] | None = None,
 ) -> Splits:
     """Stratified train/val/test indices and `n_folds` folds over train+val (n_folds < 2: no folds).
 
-    Raises DataError when a class has fewer train+val samples than `n_folds` (a fold would miss it).
+    Raises DataError when a class has fewer train+val samples than `n_folds` (a fold would miss it);
+    `class_names` (index = label) only make that message name the class folder.
     """
     _validate(val_split, test_split, n_folds)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -129,8 +137,9 @@ def make_splits(
     if n_folds >= 2:
         smallest = min(pools, key=lambda c: len(pools[c]))
         if len(pools[smallest]) < n_folds:
+            name = repr(class_names[smallest]) if class_names is not None else str(smallest)
             raise DataError(
-                f"data.n_folds={n_folds} is larger than class {smallest}'s {len(pools[smallest])} "
+                f"data.n_folds={n_folds} is larger than class {name}'s {len(pools[smallest])} "
                 f"train+val image(s): every fold needs at least one image of every class. "
                 f"Lower data.n_folds (or search.cross_validation.n_folds) to <= {len(pools[smallest])}, "
                 "or add images to that class."
