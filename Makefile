@@ -29,10 +29,10 @@ chromium:
 		|| echo "chromium not installed: PNG export and the screenshot test will be skipped")
 
 demo: data
-	$(BIN)/ml-init-config data/digits --optuna --yes --force
+	$(BIN)/ml-init-config data/digits --optuna --yes --force --num-epochs 8
 	$(BIN)/ml-search --config configs/digits_config.yaml --n-trials 20 --study-name $(STUDY) --overwrite
 	$(BIN)/ml-visualise --mode search --study-name $(STUDY)
-	$(BIN)/ml-train --config runs/optuna_studies/$(STUDY)/best_config.yaml --name demo_best --overwrite
+	$(BIN)/ml-train --config runs/optuna_studies/$(STUDY)/best_config.yaml
 
 test: setup chromium
 	$(BIN)/pytest -q

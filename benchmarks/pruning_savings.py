@@ -53,7 +53,8 @@ def main() -> int:
     e_nop, v_nop, _, t_nop = run({"type": "NopPruner"}, args, data)
     print(f"{args.trials} trials x {args.epochs} epochs, TPESampler(seed=0), bundled digits")
     print(
-        f"MedianPruner: {e_med} epochs trained, {n_pruned} trials pruned, best val_acc {v_med:.4f}, {t_med:.0f}s"
+        f"MedianPruner: {e_med} epochs trained, {n_pruned} trials pruned, "
+        f"best val_acc {v_med:.4f}, {t_med:.0f}s"
     )
     print(f"NopPruner:    {e_nop} epochs trained, best val_acc {v_nop:.4f}, {t_nop:.0f}s")
     print(f"epoch ratio (pruned / unpruned): {e_med / e_nop:.3f}")

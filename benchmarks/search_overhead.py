@@ -89,14 +89,17 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
     data = ensure_digits(args.data)
-    make = lambda: search_config(
-        data,
-        Path(tempfile.mkdtemp()),
-        epochs=args.epochs,
-        n_trials=args.trials,
-        pruner={"type": "NopPruner"},
-        space=SPACE,
-    )
+
+    def make() -> object:
+        return search_config(
+            data,
+            Path(tempfile.mkdtemp()),
+            epochs=args.epochs,
+            n_trials=args.trials,
+            pruner={"type": "NopPruner"},
+            space=SPACE,
+        )
+
     bare(make(), 2)  # warm-up: imports, decode cache, first-call costs
     results = {"bare": [], "framework": []}
     for _ in range(2):  # alternate to spread machine noise

@@ -45,7 +45,7 @@ def test_overrides_and_zero_values() -> None:
 def test_unknown_key_in_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("training:\n  num_epoch: 3\n")
-    with pytest.raises(ConfigError, match="training.num_epochs") as info:
+    with pytest.raises(ConfigError, match=r"training\.num_epochs") as info:
         load_config(path)
     assert str(path) in str(info.value)
 

@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="sqlite:///f.db, postgresql://..., or journal:///f.log")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue an existing study")
-    mode.add_argument("--join", action="store_true", help="create the study or join it (many workers/machines)")
+    mode.add_argument(
+        "--join", action="store_true", help="create the study or join it (many workers/machines)"
+    )
     mode.add_argument("--overwrite", action="store_true", help="delete an existing study of that name first")
     p.add_argument(
         "--sampler",
@@ -35,16 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sampler",
         help="sampler: grid, random, tpe, bayesian, cmaes, gp, qmc, nsga2, bruteforce, or a class name",
     )
-    p.add_argument("--pruner", help="pruner type: median, percentile, sha, hyperband, threshold, patient, wilcoxon, none")
+    p.add_argument(
+        "--pruner", help="pruner type: median, percentile, sha, hyperband, threshold, patient, wilcoxon, none"
+    )
     p.add_argument("--seed", type=int, help="sampler seed")
     p.add_argument("--fold", type=int, help="data.fold: validate every trial on this fold")
     p.add_argument("--dry-run", action="store_true", help="print the resolved search space and exit")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed trial")
-    p.add_argument("--optimize", help="objectives, comma-separated (search.metrics): val_acc,latency_ms; "
-                   "also params, model_mb, train_time_s, val_loss, val_f1, ...")
+    p.add_argument(
+        "--optimize",
+        help="objectives, comma-separated (search.metrics): val_acc,latency_ms; "
+        "also params, model_mb, train_time_s, val_loss, val_f1, ...",
+    )
     p.add_argument("--directions", help="maximize/minimize per objective, comma-separated")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=TYPE:SPEC",
-                   help="add/replace a search parameter (repeatable): optimizer.lr=continuous:0.0001-0.1:log")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=TYPE:SPEC",
+        help="add/replace a search parameter (repeatable): optimizer.lr=continuous:0.0001-0.1:log",
+    )
     p.add_argument("--cv", type=int, metavar="K", help="cross-validate every trial over K folds")
     p.add_argument("--early-stopping", action="store_true", help="stop when the best stops improving")
     p.add_argument("--patience", type=int, help="finished trials without improvement before stopping")
@@ -52,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enqueue", type=Path, metavar="FILE", help="YAML list of parameter sets run first")
     p.add_argument("--n-workers", type=int, help="worker processes on this machine (search.n_workers)")
     p.add_argument("--gpus-per-trial", type=int, help="GPUs per worker (CUDA_VISIBLE_DEVICES round-robin)")
-    p.add_argument("overrides", nargs="*", metavar="dotted.key=value", help="config overrides (also search.*)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="dotted.key=value", help="config overrides (also search.*)"
+    )
     return p
 
 

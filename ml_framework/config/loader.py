@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "search.direction": ("maximize", "minimize"),
     "search.keep_checkpoints": ("best", "all", "none"),
     "search.cross_validation.aggregation": ("mean", "median"),
+    "data.augmentation.padding_mode": ("zeros", "reflect", "replicate"),
 }
 
 

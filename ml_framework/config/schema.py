@@ -20,6 +20,7 @@ OPEN_MAPPINGS = ("model.kwargs", "search.sampler", "search.pruner", "search.sear
 class AugmentationConfig:
     random_crop: bool = False  # pad by `crop_padding` then crop back at a random offset
     crop_padding: int = 2
+    padding_mode: str = "zeros"  # zeros, reflect, replicate
     horizontal_flip: bool = False
     vertical_flip: bool = False
     normalize: bool = True  # per-channel mean/std of the training split

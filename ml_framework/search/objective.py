@@ -69,13 +69,13 @@ class Objective:
         # Optuna cannot prune several objectives; a non-trainer objective has no per-epoch value.
         prune = names == [self.metric]
         params = suggest(trial, self.space)
-        cfg = trial_config(self.base_cfg, params, self.metric, self.direction)
         run_dir = trial_dir(self.study_path, trial.number)
-        if run_dir.exists():  # a leftover of an earlier study with this name
-            shutil.rmtree(run_dir)
-        resume = adopt_retried_run(trial, self.study_path, run_dir)
         trial.set_user_attr("run_dir", str(run_dir))
-        try:
+        try:  # every failure, also of an invalid combination of values, is recorded on the trial
+            cfg = trial_config(self.base_cfg, params, self.metric, self.direction)
+            if run_dir.exists():  # a leftover of an earlier study with this name
+                shutil.rmtree(run_dir)
+            resume = adopt_retried_run(trial, self.study_path, run_dir)
             if self.cv is not None:
                 result, values = run_folds(trial, cfg, self.cv, names, run_dir, params, prune)
             else:

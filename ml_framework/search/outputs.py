@@ -93,7 +93,8 @@ def write_outputs(
     if best is not None:
         cfg = trial_config(base_cfg, best.params, metric_names[0], directions[0])
         header_text = (
-            f"Best config of study '{study.study_name}': trial {best.number}, {metric_names[0]}={best.value:.6g}.\n"
+            f"Best config of study '{study.study_name}': trial {best.number}, "
+            f"{metric_names[0]}={best.value:.6g}.\n"
             f"Run it with: ml-train --config {out_dir / 'best_config.yaml'}"
         )
         tmp = out_dir / ".best_config.yaml.tmp"

@@ -10,7 +10,14 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ml_framework.search.objective import Objective, prune_non_best_weights
@@ -50,7 +57,9 @@ def trial_line(trial: optuna.trial.FrozenTrial, metric: str | list[str]) -> str:
 class _Reporter:
     """After every finished trial: outputs, checkpoint policy, one console line, progress."""
 
-    def __init__(self, settings: SearchSettings, base_cfg: DictConfig, console: Console, progress: Progress | None) -> None:
+    def __init__(
+        self, settings: SearchSettings, base_cfg: DictConfig, console: Console, progress: Progress | None
+    ) -> None:
         self.settings, self.base_cfg, self.console, self.progress = settings, base_cfg, console, progress
         self.task = progress.add_task("trials", total=None) if progress else None
         self.stopped_early = False
@@ -79,7 +88,9 @@ class _Reporter:
             self.progress.update(
                 self.task,
                 completed=counts["complete"] + counts["pruned"],
-                description=f"complete {counts['complete']} | pruned {counts['pruned']} | failed {counts['fail']}",
+                description=(
+                    f"complete {counts['complete']} | pruned {counts['pruned']} | failed {counts['fail']}"
+                ),
             )
 
 
@@ -108,8 +119,14 @@ def run_search(
     own_monitor = (cfg.training.monitor, "maximize" if cfg.training.monitor_mode == "max" else "minimize")
     metric, direction = monitor_metric(settings.metrics, settings.directions, own_monitor)
     objective = Objective(
-        cfg, settings.space, metric, direction, settings.path, settings.keep_checkpoints,
-        objectives=tuple(settings.metrics), cv=settings.cv,
+        cfg,
+        settings.space,
+        metric,
+        direction,
+        settings.path,
+        settings.keep_checkpoints,
+        objectives=tuple(settings.metrics),
+        cv=settings.cv,
     )
     progress = Progress(
         TextColumn("{task.description}"),
@@ -154,7 +171,12 @@ def run_search(
 
 
 def _final_report(
-    console: Console, study: optuna.Study, settings: SearchSettings, summary: dict[str, Any], elapsed: float, config_path: str
+    console: Console,
+    study: optuna.Study,
+    settings: SearchSettings,
+    summary: dict[str, Any],
+    elapsed: float,
+    config_path: str,
 ) -> None:
     counts = state_counts(study.get_trials(deepcopy=False))
     console.print(

@@ -325,9 +325,7 @@ def run_worker(
     try:
         while not should_stop() and (deadline is None or time.monotonic() < deadline):
             if failures >= max(target, 3):
-                raise RuntimeError(
-                    f"{failures} trials failed in a row of this search; stopping (see their errors)"
-                )
+                raise RuntimeError(f"{failures} trials of this search failed; stopping (see their errors)")
             lock.acquire()
             if heartbeat:
                 optuna.storages.fail_stale_trials(study)

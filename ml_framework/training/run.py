@@ -107,8 +107,9 @@ def prepare_data(cfg: DictConfig, device: torch.device) -> PreparedData:
         images.labels.numpy(),
         val_split=d.val_split,
         test_split=d.test_split,
-        n_folds=d.n_folds,
+        n_folds=d.n_folds if d.fold is not None else 0,  # folds never change the fixed split
         seed=split_seed,
+        class_names=images.classes,
     )
     train_idx, val_idx, test_idx = splits.for_fold(d.fold)
     if len(val_idx) == 0:
