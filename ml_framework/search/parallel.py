@@ -21,12 +21,13 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from ml_framework.errors import ConfigError
 from ml_framework.search.outputs import best_trial, state_counts
 from ml_framework.search.runner import SearchOutcome, _final_report, _Reporter, trial_line
 from ml_framework.search.study import BUDGET_STATES, SearchSettings, open_study, run_worker
+from ml_framework.training.progress import make_progress
 
 State = optuna.trial.TrialState
 FINISHED = (State.COMPLETE, State.PRUNED, State.FAIL)
@@ -243,10 +244,7 @@ def run_parallel_search(
     )
     deadline = time.time() + settings.timeout if settings.timeout else None
     specs = [WorkerSpec(i, cfg, dataclasses.replace(settings), target, deadline, fail_fast) for i in range(k)]
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
-    )  # fmt: skip
+    progress = make_progress(console)
     monitor = _Monitor(study, settings.metrics[0], console, progress, target)
     outcome = SearchOutcome(ok=True)
     started = time.perf_counter()

@@ -10,14 +10,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
 from ml_framework.search.objective import Objective, prune_non_best_weights
@@ -25,6 +18,7 @@ from ml_framework.search.objectives import monitor_metric
 from ml_framework.search.outputs import best_trial, state_counts, write_outputs
 from ml_framework.search.pareto import enqueue, format_values, pareto_table, write_strategy_outputs
 from ml_framework.search.study import BUDGET_STATES, SearchSettings, open_study, run_worker
+from ml_framework.training.progress import make_progress
 
 State = optuna.trial.TrialState
 STATE_STYLE = {State.COMPLETE: "green", State.PRUNED: "yellow", State.FAIL: "red"}
@@ -128,16 +122,7 @@ def run_search(
         objectives=tuple(settings.metrics),
         cv=settings.cv,
     )
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = make_progress(console)
     reporter = _Reporter(settings, cfg, console, progress)
     if reporter.task is not None:
         progress.update(reporter.task, total=target, completed=already)

@@ -22,22 +22,27 @@ def format_metrics(metrics: dict[str, float], keys: tuple[str, ...] = SHOWN) -> 
     return "  ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)
 
 
+def make_progress(console: Console) -> Progress:
+    """The one progress-bar layout of every command: description, bar, M/N, elapsed, ETA."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 class RichProgress:
     """Epoch bar (with ETA for the run) and a transient batch bar."""
 
     def __init__(self, num_epochs: int, start_epoch: int = 0, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False)
         self.num_epochs = num_epochs
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
+        self._progress = make_progress(self.console)
         self._epochs = self._progress.add_task("epochs ", total=num_epochs, completed=start_epoch)
         self._batches = self._progress.add_task("batches", total=1)
 
