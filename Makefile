@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 	@test -x $(PY) || uv venv -q $(VENV) --python $(PYTHON)
-	VIRTUAL_ENV=$(abspath $(VENV)) uv pip install -q -e ".[dev,postgres]"
+	VIRTUAL_ENV=$(abspath $(VENV)) uv pip install -q --compile-bytecode -e ".[dev,postgres]"
 	@touch $@
 
 data: setup data/digits/raw

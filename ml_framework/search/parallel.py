@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import connection
 from typing import Any
 
 import optuna
@@ -123,6 +124,7 @@ def worker_main(spec: WorkerSpec) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ml_framework").setLevel(logging.WARNING)
     s = spec.settings
+    code = 0
     try:
         study = _worker_study(spec)
         objective = Objective(spec.cfg, s.space, s.metrics[0], s.directions[0], s.path, s.keep_checkpoints)
@@ -139,10 +141,16 @@ def worker_main(spec: WorkerSpec) -> None:
             callbacks=[lambda st, _t: reporter.refresh(st)],  # outputs stay current if all die
         )
     except KeyboardInterrupt:
-        sys.exit(130)
+        code = 130
     except Exception:
         traceback.print_exc()
-        sys.exit(1)
+        code = 1
+    # Every result is in the storage and the outputs by now; tearing down the interpreter (torch's
+    # modules) would keep the study waiting for about a second per worker for nothing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @contextmanager
@@ -252,9 +260,10 @@ def run_parallel_search(
     try:
         with progress:
             procs = start_workers(specs, devices)
-            while any(p.is_alive() for p in procs):
+            running = {p.sentinel for p in procs}
+            while running:
                 monitor.poll()
-                time.sleep(poll_interval)
+                running.difference_update(connection.wait(list(running), timeout=poll_interval))
             monitor.poll()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] stopping the workers; their running trials are marked failed")

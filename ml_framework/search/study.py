@@ -304,7 +304,7 @@ def run_worker(
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     should_stop: Callable[[], bool] = lambda: False,
     storage_url: str = "",
-    poll_interval: float = 1.0,
+    poll_interval: float = 0.25,
 ) -> None:
     """Run trials until the study holds `target` finished (COMPLETE or PRUNED) trials, counting the
     ones running elsewhere; failed trials do not count (a retry or a new trial takes their place).
