@@ -53,3 +53,13 @@ def search_config(
             },
         }
     )
+
+
+def generated_config(data_dir: Path, out: Path, *, epochs: int) -> dict[str, Any]:
+    """The config `ml-init-config --optuna` writes for `data_dir` (what users search), as a mapping."""
+    import yaml
+
+    init = [str(Path(sys.executable).parent / "ml-init-config"), str(data_dir), "--optuna", "--yes",
+            "--num-epochs", str(epochs), "--device", "cpu", "--force", "--output", str(out)]  # fmt: skip
+    subprocess.run(init, check=True, capture_output=True)
+    return yaml.safe_load(out.read_text())

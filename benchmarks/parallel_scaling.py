@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import yaml
+from _common import generated_config
 
 from ml_framework.search.parallel import available_cores
 
@@ -35,10 +36,7 @@ COST_NEUTRAL_SPACE = {
 def write_config(root: Path, data_dir: Path, epochs: int) -> Path:
     """The ml-init-config config for `data_dir`, with a search block whose trials all cost the same."""
     path = root / "configs" / "digits_config.yaml"
-    init = [str(BIN / "ml-init-config"), str(data_dir), "--optuna", "--yes", "--num-epochs", str(epochs),
-            "--device", "cpu", "--output", str(path)]  # fmt: skip
-    subprocess.run(init, cwd=root, check=True, capture_output=True)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = generated_config(data_dir, path, epochs=epochs)
     cfg["output"]["runs_dir"] = str(root / "runs")
     cfg["search"].update(
         sampler={"type": "RandomSampler", "seed": 0},
@@ -67,7 +65,7 @@ def main() -> None:
         "--workers", type=int, nargs="+", default=[1, 2], help="worker counts to compare (first: base)"
     )
     p.add_argument("--n-trials", type=int, default=20, help="trials per run (ml-init-config's default)")
-    p.add_argument("--epochs", type=int, default=8, help="training.num_epochs of every trial (as in make demo)")
+    p.add_argument("--epochs", type=int, default=8, help="training.num_epochs (make demo: 8)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of every trial")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""The same search on the bundled digits with MedianPruner and with NopPruner (same sampler seed):
-prints the ratio of epochs trained (pruned / unpruned; goal <= 0.6) and both best values (goal: within 0.01).
+"""The search users get on the bundled digits (the config `ml-init-config --optuna` writes: its space,
+its MedianPruner) run twice with the same sampler seed: once with that pruner, once with NopPruner.
+Prints the ratio of epochs trained (pruned / unpruned; goal <= 0.6) and both best values (goal: within
+0.01).
 
     python benchmarks/pruning_savings.py [--trials 20] [--epochs 8]
 """
@@ -8,29 +10,29 @@ prints the ratio of epochs trained (pruned / unpruned; goal <= 0.6) and both bes
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from _common import REPO, ensure_digits, search_config
-
-SPACE = {
-    "optimizer.lr": {"type": "loguniform", "low": 1.0e-5, "high": 1.0e-1},
-    "optimizer.name": {"type": "categorical", "choices": ["adamw", "sgd"]},
-    "training.batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-    "model.dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
-}
+from _common import REPO, ensure_digits, generated_config
 
 
-def run(pruner: dict, args: argparse.Namespace, data: Path) -> tuple[int, float, int, float]:
+def run(base: dict[str, Any], pruner: dict[str, Any]) -> tuple[int, float, int, float]:
+    """Epochs trained, best value, trials pruned and seconds of one search with `pruner`."""
     import optuna
     from rich.console import Console
 
+    from ml_framework.config import from_container
     from ml_framework.search.runner import run_search
     from ml_framework.search.study import resolve_settings
 
-    runs = Path(tempfile.mkdtemp())
-    cfg = search_config(data, runs, epochs=args.epochs, n_trials=args.trials, pruner=pruner, space=SPACE)
+    data = copy.deepcopy(base)
+    data["output"]["runs_dir"] = tempfile.mkdtemp()
+    data["search"].pop("storage", None)  # the default: an SQLite file under runs_dir
+    data["search"]["pruner"] = pruner
+    cfg = from_container(data)
     settings = resolve_settings(cfg)
     start = time.perf_counter()
     run_search(cfg, settings, mode="new", console=Console(quiet=True))
@@ -45,18 +47,24 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO / "data" / "digits")
     p.add_argument("--trials", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=8, help="training.num_epochs (make demo uses 8)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed of both searches")
     args = p.parse_args()
     data = ensure_digits(args.data)
-    median = {"type": "MedianPruner", "n_startup_trials": 5, "n_warmup_steps": 2}
-    e_med, v_med, n_pruned, t_med = run(median, args, data)
-    e_nop, v_nop, _, t_nop = run({"type": "NopPruner"}, args, data)
-    print(f"{args.trials} trials x {args.epochs} epochs, TPESampler(seed=0), bundled digits")
+    base = generated_config(data, Path(tempfile.mkdtemp()) / "digits.yaml", epochs=args.epochs)
+    base["search"]["n_trials"] = args.trials
+    base["search"]["sampler"]["seed"] = args.seed
+    pruner = base["search"]["pruner"]
+    e_med, v_med, n_pruned, t_med = run(base, pruner)
+    e_nop, v_nop, _, t_nop = run(base, {"type": "NopPruner"})
     print(
-        f"MedianPruner: {e_med} epochs trained, {n_pruned} trials pruned, "
-        f"best val_acc {v_med:.4f}, {t_med:.0f}s"
+        f"{args.trials} trials x {args.epochs} epochs, ml-init-config's digits search, "
+        f"TPESampler(seed={args.seed})"
     )
-    print(f"NopPruner:    {e_nop} epochs trained, best val_acc {v_nop:.4f}, {t_nop:.0f}s")
+    print(
+        f"{pruner}: {e_med} epochs trained, {n_pruned} trials pruned, best val_acc {v_med:.4f}, {t_med:.0f}s"
+    )
+    print(f"NopPruner: {e_nop} epochs trained, best val_acc {v_nop:.4f}, {t_nop:.0f}s")
     print(f"epoch ratio (pruned / unpruned): {e_med / e_nop:.3f}")
     print(f"best value difference: {abs(v_med - v_nop):.4f}")
     return 0

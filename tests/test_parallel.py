@@ -20,11 +20,20 @@ from ml_framework.search.parallel import gpu_assignment, threads_per_worker
 State = optuna.trial.TrialState
 
 
-def write_config(path: Path, data_dir: Path, runs_dir: Path, epochs: int, search: dict[str, Any]) -> Path:
+def write_config(
+    path: Path, data_dir: Path, runs_dir: Path, epochs: int, search: dict[str, Any], image_size: int = 8
+) -> Path:
+    """Tiny trials (8x8 inputs: a few hundredths of a second per epoch); 32x32: about half a second."""
+    big = image_size > 8
     cfg = {
-        "data": {"dataset_name": "digits", "data_dir": str(data_dir), "image_size": 8, "channels": 1},
-        "model": {"architecture": "simple_cnn", "width": 4, "depth": 1},
-        "training": {"num_epochs": epochs, "batch_size": 128, "device": "cpu", "seed": 0},
+        "data": {
+            "dataset_name": "digits",
+            "data_dir": str(data_dir),
+            "image_size": image_size,
+            "channels": 1,
+        },
+        "model": {"architecture": "simple_cnn", "width": 16 if big else 4, "depth": 2 if big else 1},
+        "training": {"num_epochs": epochs, "batch_size": 32 if big else 128, "device": "cpu", "seed": 0},
         "optimizer": {"name": "adamw", "lr": 0.01},
         "output": {"runs_dir": str(runs_dir)},
         "search": {
@@ -170,7 +179,8 @@ def test_sigkill_mid_trial_is_retried_from_its_checkpoint(
     storage = f"sqlite:///{runs / 'optuna_studies' / 'optuna.db'}"
     study_dir = runs / "optuna_studies" / unique_name
     search = {"n_trials": 4, "heartbeat_interval": 1, "grace_period": 3, "keep_checkpoints": "all"}
-    cfg = write_config(tmp_path / "c.yaml", digits_dir, runs, epochs=6, search=search)
+    # epochs long enough that a trial is reliably caught between its 2nd epoch and its end
+    cfg = write_config(tmp_path / "c.yaml", digits_dir, runs, epochs=6, search=search, image_size=32)
     args = ["--config", str(cfg), "--study-name", unique_name, "--storage", storage, "--n-workers", "2"]
     proc = ml_search(args, tmp_path)
     try:

@@ -17,11 +17,11 @@ import pytest
 
 from ml_framework.cli import visualise as cli
 from ml_framework.errors import ConfigError, DataError
+from ml_framework.search.importance import EVALUATORS
 from ml_framework.visualise import data as D
 from ml_framework.visualise import runs as R
 from ml_framework.visualise.export import Browser, export_figures, find_browser, parse_formats
 from ml_framework.visualise.plots import (
-    IMPORTANCE_EVALUATORS,
     PLOTS,
     PlotOptions,
     make_plots,
@@ -294,7 +294,7 @@ def test_state_markers_distinct_in_history(runs: Path) -> None:
     assert traces["failed"].marker.symbol != traces["complete"].marker.symbol
 
 
-@pytest.mark.parametrize("evaluator", IMPORTANCE_EVALUATORS)
+@pytest.mark.parametrize("evaluator", EVALUATORS)
 def test_param_importances(runs: Path, evaluator: str) -> None:
     imp = param_importances(view(runs), evaluator)
     assert sorted(k for k, _ in imp) == ["model.dropout", "optimizer.lr", "training.batch_size"]
@@ -313,7 +313,7 @@ def test_parse_formats_and_plot_types() -> None:
     assert resolve_plot_types(["slice,contour", "slice"]) == ["slice", "contour"]
     with pytest.raises(ConfigError, match="Did you mean: contour"):
         resolve_plot_types(["contuor"])
-    assert tuple(PLOTS) == cli.PLOT_TYPES and cli.IMPORTANCE == IMPORTANCE_EVALUATORS
+    assert tuple(PLOTS) == cli.PLOT_TYPES
 
 
 def test_no_browser_skips_png_keeps_html(tmp_path: Path) -> None:

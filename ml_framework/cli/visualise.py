@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ml_framework.cli._common import EXIT_OK, console, run_cli
+from ml_framework.search.importance import EVALUATORS
 
-# Kept in sync with visualise.plots.PLOTS / IMPORTANCE_EVALUATORS (tested), listed here so that
-# --help needs neither optuna nor plotly.
+# Kept in sync with visualise.plots.PLOTS (tested), listed here so that --help needs neither optuna
+# nor plotly.
 PLOT_TYPES = (
     "optimization_history", "intermediate_values", "param_importances", "slice", "contour",
     "parallel_coordinate", "edf", "rank", "timeline", "pareto_front",
 )  # fmt: skip
-IMPORTANCE = ("default", "fanova", "ped_anova", "mdi")
+IMPORTANCE = tuple(EVALUATORS)
 
 
 def build_parser() -> argparse.ArgumentParser:

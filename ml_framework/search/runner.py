@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from ml_framework.search.importance import EVALUATORS, param_importances
 from ml_framework.search.objective import Objective, prune_non_best_weights
 from ml_framework.search.objectives import monitor_metric
 from ml_framework.search.outputs import best_trial, state_counts, write_outputs
@@ -202,13 +203,13 @@ def _print_importances(console: Console, study: optuna.Study) -> None:
     if len(completed) < 4 or n_params < 2:
         return
     try:
-        importances = optuna.importance.get_param_importances(study)
+        importances = param_importances(study)
     except Exception as e:  # importance needs variation; say why instead of failing the search
         console.print(f"(parameter importances unavailable: {e})")
         return
-    table = Table(title="parameter importances (fANOVA)")
+    table = Table(title=f"parameter importances ({EVALUATORS['default'][0]})")
     table.add_column("parameter")
     table.add_column("importance", justify="right")
-    for k, v in importances.items():
+    for k, v in importances:
         table.add_row(k, f"{v:.3f}")
     console.print(table)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ml_framework.search.importance import param_importances as study_importances
 from ml_framework.visualise import data as D
 
 if TYPE_CHECKING:
@@ -61,26 +62,6 @@ class PlotOptions:
 # ---------------------------------------------------------------- importances
 
 
-def _evaluator(name: str) -> Any:
-    from optuna.importance import (
-        FanovaImportanceEvaluator,
-        MeanDecreaseImpurityImportanceEvaluator,
-        PedAnovaImportanceEvaluator,
-    )
-
-    factories: dict[str, Callable[[], Any] | None] = {
-        "default": None,
-        "fanova": lambda: FanovaImportanceEvaluator(seed=0),
-        "ped_anova": PedAnovaImportanceEvaluator,
-        "mdi": lambda: MeanDecreaseImpurityImportanceEvaluator(seed=0),
-    }
-    factory = factories[name]
-    return factory() if factory else None
-
-
-IMPORTANCE_EVALUATORS: tuple[str, ...] = ("default", "fanova", "ped_anova", "mdi")
-
-
 def importance_reason(view: StudyView, params: Sequence[str] | None = None) -> str | None:
     return D.first_reason(D.need_completed(view.trials), D.need_params(list(params or view.params), 2))
 
@@ -88,24 +69,7 @@ def importance_reason(view: StudyView, params: Sequence[str] | None = None) -> s
 def param_importances(
     view: StudyView, evaluator: str = "default", params: Sequence[str] | None = None
 ) -> list[tuple[str, float]]:
-    """(param, normalised importance) for objective 0, most important first."""
-    import warnings
-
-    import optuna
-
-    target = None
-    if view.multi:  # objective 0, negated when maximised: PED-ANOVA ranks what achieves *low* targets
-        sign = -1.0 if view.directions[0] == "maximize" else 1.0
-        target = lambda t: sign * t.values[0]  # noqa: E731
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
-        result = optuna.importance.get_param_importances(
-            view.study,
-            evaluator=_evaluator(evaluator),
-            params=list(params) if params else None,
-            target=target,
-        )
-    return sorted(((k, float(v)) for k, v in result.items()), key=lambda kv: (-kv[1], kv[0]))
+    return study_importances(view.study, evaluator, params)
 
 
 # ---------------------------------------------------------------- drawing from plot data

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ml_framework.errors import ConfigError, unknown_key_message
+from ml_framework.search.importance import EVALUATORS
 from ml_framework.visualise import data as D
 from ml_framework.visualise.export import Browser, export_figures
 from ml_framework.visualise.plots import PLOTS, PlotOptions, PlotOutcome, StudyView, make_plots
@@ -158,7 +159,7 @@ def visualise_study(
             rows=D.trial_rows(view.trials),
             outcomes=outcomes,
             importances=importances,
-            importance_evaluator=importance,
+            importance_evaluator=EVALUATORS[importance][0],
             best_config=best_config,
             summary_json=summary_json,
         ),
