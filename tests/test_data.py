@@ -231,9 +231,10 @@ def test_splits_are_stratified_and_partition_the_data(val_split: float, test_spl
             assert abs(n_val - n * val_split) <= 1 and abs(n_test - n * test_split) <= 1
 
 
-def test_folds_are_disjoint_stratified_and_cover_train_val() -> None:
+@pytest.mark.parametrize("stratified", [True, False], ids=["stratified", "plain"])
+def test_folds_are_disjoint_and_cover_train_val(stratified: bool) -> None:
     labels = labels_of([50, 23, 11, 7])
-    s = make_splits(labels, val_split=0.15, test_split=0.15, n_folds=5, seed=0)
+    s = make_splits(labels, val_split=0.15, test_split=0.15, n_folds=5, seed=0, stratified_folds=stratified)
     assert s.n_folds == 5
     joined = np.concatenate(s.folds)
     assert len(joined) == len(set(joined.tolist()))
@@ -241,13 +242,30 @@ def test_folds_are_disjoint_stratified_and_cover_train_val() -> None:
     assert not set(joined.tolist()) & set(s.test.tolist())
     sizes = [len(f) for f in s.folds]
     assert max(sizes) - min(sizes) <= 1
-    for fold in s.folds:
-        assert set(labels[fold].tolist()) == {0, 1, 2, 3}
+    if stratified:
+        for fold in s.folds:
+            assert set(labels[fold].tolist()) == {0, 1, 2, 3}
     train, val, test = s.for_fold(2)
     assert np.array_equal(val, s.folds[2]) and np.array_equal(test, s.test)
     assert sorted(np.concatenate([train, val]).tolist()) == sorted(joined.tolist())
     fixed = s.for_fold(None)
     assert np.array_equal(fixed[0], s.train) and np.array_equal(fixed[1], s.val)
+
+
+def test_plain_folds_ignore_classes_and_keep_the_fixed_split() -> None:
+    labels = labels_of([30, 4])  # class 1 has 3 train+val images: too few for 5 stratified folds
+    kw = {"val_split": 0.1, "test_split": 0.25, "n_folds": 5, "seed": 0}
+    plain = make_splits(labels, stratified_folds=False, **kw)
+    assert [len(f) for f in plain.folds] == [5, 5, 5, 5, 5]
+    assert sum(1 in labels[f] for f in plain.folds) <= 3  # some fold has no image of class 1
+    stratified = make_splits(labels_of([30, 9]), **kw)
+    again = make_splits(labels_of([30, 9]), stratified_folds=False, **kw)
+    assert np.array_equal(stratified.val, again.val) and np.array_equal(stratified.test, again.test)
+    assert stratified.fingerprint() != again.fingerprint()
+    with pytest.raises(DataError, match=r"n_folds=5 is larger than the 2 train\+val"):
+        make_splits(
+            labels_of([2, 2]), val_split=0.0, test_split=0.25, n_folds=5, seed=0, stratified_folds=False
+        )
 
 
 def test_fold_errors() -> None:

@@ -73,13 +73,15 @@ def test_pareto_front_of_accuracy_and_latency(digits_dir: Path, tmp_path: Path, 
     assert run_training(cfg, progress=False).value("val_acc") == front[0].values[0]
 
 
+@pytest.mark.parametrize("stratified", [True, False], ids=["stratified", "plain"])
 def test_cross_validation_records_fold_scores_and_their_mean(
-    digits_dir: Path, tmp_path: Path, capsys
+    digits_dir: Path, tmp_path: Path, capsys, stratified: bool
 ) -> None:
     path = write_config(
         tmp_path / "cv.yaml", digits_dir, tmp_path / "runs", {"pruner": {"type": "NopPruner"}}, epochs=1
     )
-    assert search_main(["--config", str(path), "--study-name", "cv", "--n-trials", "2", "--cv", "3"]) == 0
+    args = ["--config", str(path), "--study-name", "cv", "--n-trials", "2", "--cv", "3"]
+    assert search_main([*args, f"search.cross_validation.stratified={str(stratified).lower()}"]) == 0
     assert "± " in capsys.readouterr().out
     study = study_of(tmp_path, "cv")
     finished = [t for t in study.trials if t.state == COMPLETE]
@@ -92,6 +94,8 @@ def test_cross_validation_records_fold_scores_and_their_mean(
             "fold_1",
             "fold_2",
         ]
+        fold_cfg = yaml.safe_load((Path(t.user_attrs["run_dir"]) / "fold_1" / "config.yaml").read_text())
+        assert fold_cfg["data"]["stratified_folds"] is stratified
     rows = list(csv.DictReader((out_dir(tmp_path, "cv") / "cv_scores.csv").open()))
     assert len(rows) == 6 and {r["fold"] for r in rows} == {"0", "1", "2"}
     history = list(csv.DictReader((out_dir(tmp_path, "cv") / "trial_history.csv").open()))

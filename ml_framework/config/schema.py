@@ -37,6 +37,7 @@ class DataConfig:
     test_split: float = 0.15
     split_seed: int | None = None  # seed of the train/val/test split and folds; None: training.seed
     n_folds: int = 5  # folds over train+val for cross-validation
+    stratified_folds: bool = True  # folds keep every class's share; false: plain shuffled k-fold
     fold: int | None = None  # validate on this fold (0-based) instead of the fixed val split
     num_workers: int = 0  # processes that decode images on a cache miss (0: in process)
     cache_dir: str | None = None  # decoded-dataset cache; default <data_dir>/.cache

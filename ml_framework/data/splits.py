@@ -3,9 +3,11 @@
 Per class (so every class keeps its proportion): the class's indices are shuffled with
 `numpy.random.Generator(seed)`; the first `round(n * test_split)` go to test, the next
 `round(n * val_split)` to val (at least 1 when `val_split > 0` and the class has >= 2 samples), the
-rest to train; each class keeps >= 1 training sample. The folds deal the train+val indices of each
-class round-robin over `n_folds` folds (continuing where the previous class stopped), so every fold
-holds every class and fold sizes differ by at most one. The test set never enters a fold.
+rest to train; each class keeps >= 1 training sample. Stratified folds deal the train+val indices of
+each class round-robin over `n_folds` folds (continuing where the previous class stopped), so every
+fold holds every class and fold sizes differ by at most one; plain folds (`stratified_folds=False`)
+deal one seeded permutation of all train+val indices, so sizes differ by at most one but a fold may
+miss a rare class. The test set never enters a fold.
 """
 
 from __future__ import annotations
@@ -114,11 +116,13 @@ def make_splits(
     n_folds: int,
     seed: int,
     class_names: Sequence[str] | None = None,
+    stratified_folds: bool = True,
 ) -> Splits:
     """Stratified train/val/test indices and `n_folds` folds over train+val (n_folds < 2: no folds).
 
-    Raises DataError when a class has fewer train+val samples than `n_folds` (a fold would miss it);
-    `class_names` (index = label) only make that message name the class folder.
+    Raises DataError when there are fewer train+val samples than `n_folds`, or, for stratified
+    folds, a class has (a fold would miss it); `class_names` (index = label) only make that message
+    name the class folder.
     """
     _validate(val_split, test_split, n_folds)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -134,7 +138,15 @@ def make_splits(
         pools[int(cls)] = idx[n_test:]
 
     folds: list[np.ndarray] = []
-    if n_folds >= 2:
+    if n_folds >= 2 and not stratified_folds:
+        pool = rng.permutation(np.concatenate(list(pools.values())))
+        if len(pool) < n_folds:
+            raise DataError(
+                f"data.n_folds={n_folds} is larger than the {len(pool)} train+val image(s): "
+                f"lower data.n_folds (or search.cross_validation.n_folds) to <= {len(pool)}"
+            )
+        folds = [np.sort(pool[k::n_folds]).astype(np.int64) for k in range(n_folds)]
+    elif n_folds >= 2:
         smallest = min(pools, key=lambda c: len(pools[c]))
         if len(pools[smallest]) < n_folds:
             name = repr(class_names[smallest]) if class_names is not None else str(smallest)

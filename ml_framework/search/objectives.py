@@ -159,6 +159,7 @@ def train_and_measure(
 class CrossValidation:
     n_folds: int
     aggregation: str = "mean"
+    stratified: bool = True
 
     @classmethod
     def from_config(cls, cv: Any, where: str = "search.cross_validation") -> CrossValidation | None:
@@ -170,7 +171,7 @@ class CrossValidation:
             )
         if int(cv.n_folds) < 2:
             raise ConfigError(f"{where}.n_folds: {cv.n_folds} folds; cross-validation needs at least 2")
-        return cls(int(cv.n_folds), str(cv.aggregation))
+        return cls(int(cv.n_folds), str(cv.aggregation), bool(cv.stratified))
 
     def aggregate(self, scores: Sequence[float]) -> float:
         return AGGREGATIONS[self.aggregation](scores)
@@ -197,6 +198,7 @@ def run_folds(
         fold_cfg = copy.deepcopy(cfg)
         fold_cfg.data.fold = k
         fold_cfg.data.n_folds = cv.n_folds
+        fold_cfg.data.stratified_folds = cv.stratified
         result, values = train_and_measure(
             fold_cfg, metrics, (), run_dir / f"fold_{k}", {**hparams, "fold": k}
         )

@@ -127,10 +127,6 @@ def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings
             f"search.pruner {pruner_spec.get('type')} is ignored: Optuna cannot prune a study with several "
             f"objectives ({', '.join(metrics)}); every trial trains to the end"
         )
-    if settings.cv is not None and not s.cross_validation.stratified:
-        settings.warnings.append(
-            "search.cross_validation.stratified: false is ignored; folds are always stratified"
-        )
     return settings
 
 

@@ -108,6 +108,7 @@ def prepare_data(cfg: DictConfig, device: torch.device) -> PreparedData:
         val_split=d.val_split,
         test_split=d.test_split,
         n_folds=d.n_folds if d.fold is not None else 0,  # folds never change the fixed split
+        stratified_folds=d.stratified_folds,
         seed=split_seed,
         class_names=images.classes,
     )
