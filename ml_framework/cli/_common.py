@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 
 EXIT_OK = 0
@@ -21,6 +22,9 @@ def run_cli(fn: Callable[[], int]) -> int:
     """Run a command body; user errors print one clear message, Ctrl-C exits 130."""
     from ml_framework.errors import UserError
 
+    # Optuna's ExperimentalWarning (WilcoxonPruner, GPSampler options, ...) is about its API's
+    # stability, which the config format hides from users; matched by text so optuna is not imported.
+    warnings.filterwarnings("ignore", message=r".* is experimental \(supported from v")
     try:
         return fn()
     except UserError as e:
