@@ -211,3 +211,25 @@ def test_sigkill_mid_trial_is_retried_from_its_checkpoint(
     assert start_epoch >= 2
     # inherited epochs, then the resumed ones (the kill may fall between a checkpoint and its report)
     assert set(range(start_epoch + 1, 7)) <= set(retry.intermediate_values) <= set(range(1, 7))
+
+
+def test_workers_run_the_same_trials_as_one_process(
+    digits_dir: Path, tmp_path: Path, unique_name: str
+) -> None:
+    """Cross-validation, --enqueue and search early stopping reach the worker processes too."""
+    runs = tmp_path / "runs"
+    storage = f"sqlite:///{runs / 'optuna_studies' / 'optuna.db'}"
+    search = {"n_trials": 8, "early_stopping": {"enabled": True, "patience": 1, "min_delta": 1.0}}
+    cfg = write_config(tmp_path / "c.yaml", digits_dir, runs, epochs=1, search=search)
+    (tmp_path / "known.yaml").write_text(yaml.safe_dump([{"optimizer.lr": 0.02}]))
+    args = ["--config", str(cfg), "--study-name", unique_name, "--storage", storage, "--n-workers", "2"]
+    run_to_end([*args, "--cv", "2", "--enqueue", str(tmp_path / "known.yaml")], tmp_path)
+    trials = optuna.load_study(study_name=unique_name, storage=storage).trials
+    finished = [t for t in trials if t.state == State.COMPLETE]
+    assert all(len(t.user_attrs["cv_scores"]) == 2 for t in finished)
+    assert {"optimizer.lr": 0.02} in [t.params for t in trials]
+    # min_delta 1.0: no trial can improve, so the study stops after 1 + patience finished trials
+    # (plus the one the other worker was running)
+    assert len(finished) < 8
+    summary = yaml.safe_load((runs / "optuna_studies" / unique_name / "summary.json").read_text())
+    assert summary["stopped_early"] is True

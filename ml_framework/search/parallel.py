@@ -26,8 +26,15 @@ from rich.progress import Progress
 
 from ml_framework.errors import ConfigError
 from ml_framework.search.outputs import best_trial, state_counts
-from ml_framework.search.runner import SearchOutcome, _final_report, _Reporter, trial_line
-from ml_framework.search.study import BUDGET_STATES, SearchSettings, open_study, run_worker
+from ml_framework.search.runner import (
+    SearchOutcome,
+    _final_report,
+    _Reporter,
+    make_objective,
+    start_study,
+    trial_line,
+)
+from ml_framework.search.study import BUDGET_STATES, SearchSettings, run_worker
 from ml_framework.training.progress import make_progress
 
 State = optuna.trial.TrialState
@@ -115,8 +122,6 @@ def worker_main(spec: WorkerSpec) -> None:
     import logging
     import sys
 
-    from ml_framework.search.objective import Objective
-
     # The terminal's Ctrl-C reaches the whole process group: only the parent reacts to it, and
     # stops the workers with SIGTERM, which each turns into the KeyboardInterrupt Optuna handles.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -127,18 +132,18 @@ def worker_main(spec: WorkerSpec) -> None:
     code = 0
     try:
         study = _worker_study(spec)
-        objective = Objective(spec.cfg, s.space, s.metrics[0], s.directions[0], s.path, s.keep_checkpoints)
         reporter = _Reporter(s, spec.cfg, Console(quiet=True), None)
         remaining = None if spec.deadline is None else max(spec.deadline - time.time(), 0.0)
         run_worker(
             study,
-            objective,
+            make_objective(spec.cfg, s),
             target=spec.target,
             lock_path=s.path / ".budget.lock",
             storage_url=s.storage_url,
             timeout=remaining,
             fail_fast=spec.fail_fast,
             callbacks=[lambda st, _t: reporter.refresh(st)],  # outputs stay current if all die
+            should_stop=lambda: reporter.should_stop(study),  # computed from the storage: all agree
         )
     except KeyboardInterrupt:
         code = 130
@@ -200,7 +205,7 @@ class _Monitor:
     """The parent's view: polls the storage, prints each newly finished trial once, updates the bar."""
 
     def __init__(
-        self, study: optuna.Study, metric: str, console: Console, progress: Progress, target: int
+        self, study: optuna.Study, metric: str | list[str], console: Console, progress: Progress, target: int
     ) -> None:
         self.study, self.metric, self.console, self.progress = study, metric, console, progress
         self.seen = {t.number for t in study.get_trials(deepcopy=False, states=FINISHED)}
@@ -241,19 +246,18 @@ def run_parallel_search(
         cfg.training.num_threads = threads_per_worker(k)
     on_gpu = str(cfg.training.device) != "cpu"
     devices = gpu_assignment(k, visible_devices() if on_gpu else [], gpus_per_trial or 1)
-    study, target = open_study(settings, mode, config_path)
-    already = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
-    console.print(
-        f"[bold]study[/] {settings.study_name} ({settings.storage_url}): {settings.metrics[0]} "
-        f"{settings.directions[0]}, sampler {study.user_attrs.get('sampler')}, pruner "
-        f"{study.user_attrs.get('pruner')}; {already} finished, running to {target} with {k} workers "
-        f"({cfg.training.num_threads} CPU thread(s) each"
-        + (f", GPUs {', '.join(d or '-' for d in devices)})" if any(devices) else ")")
+    gpus = f", GPUs {', '.join(d or '-' for d in devices)}" if any(devices) else ""
+    study, target, _ = start_study(
+        settings,
+        mode,
+        config_path,
+        console,
+        f" with {k} workers ({cfg.training.num_threads} CPU thread(s) each{gpus})",
     )
     deadline = time.time() + settings.timeout if settings.timeout else None
     specs = [WorkerSpec(i, cfg, dataclasses.replace(settings), target, deadline, fail_fast) for i in range(k)]
     progress = make_progress(console)
-    monitor = _Monitor(study, settings.metrics[0], console, progress, target)
+    monitor = _Monitor(study, settings.metrics, console, progress, target)
     outcome = SearchOutcome(ok=True)
     started = time.perf_counter()
     procs: list[Any] = []
@@ -274,7 +278,9 @@ def run_parallel_search(
         console.print(f"[red]{name} exited with code {code}[/] (its trial is retried by the others)")
     finished = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
     outcome.ok = not crashed or (finished >= target and not fail_fast)  # others took over its trials
-    outcome.summary = _Reporter(settings, cfg, console, None).refresh(study)
+    reporter = _Reporter(settings, cfg, console, None)
+    reporter.should_stop(study)  # records whether the workers stopped early, for the summary
+    outcome.summary = reporter.refresh(study)
     outcome.summary["workers"] = {"n_workers": k, "crashed": [n for n, _ in crashed]}
     _final_report(console, study, settings, outcome.summary, time.perf_counter() - started, config_path)
     if best_trial(study) is None and not settings.multi_objective:

@@ -89,6 +89,40 @@ class _Reporter:
             )
 
 
+def make_objective(cfg: DictConfig, settings: SearchSettings) -> Objective:
+    """The trial function of a search, the same in this process and in every worker process."""
+    own_monitor = (cfg.training.monitor, "maximize" if cfg.training.monitor_mode == "max" else "minimize")
+    metric, direction = monitor_metric(settings.metrics, settings.directions, own_monitor)
+    return Objective(
+        cfg,
+        settings.space,
+        metric,
+        direction,
+        settings.path,
+        settings.keep_checkpoints,
+        objectives=tuple(settings.metrics),
+        cv=settings.cv,
+    )
+
+
+def start_study(
+    settings: SearchSettings, mode: str, config_path: str, console: Console, workers: str = ""
+) -> tuple[optuna.Study, int, int]:
+    """Open (or create) the study, queue `--enqueue` sets, print one line about it.
+    Returns the study, its budget of finished trials and how many it already has."""
+    study, target = open_study(settings, mode, config_path)
+    if settings.enqueue:
+        waiting = enqueue(study, settings.enqueue)
+        console.print(f"enqueued: {waiting} parameter set(s) run first")
+    already = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
+    console.print(
+        f"[bold]study[/] {settings.study_name} ({settings.storage_url}): {settings.metrics[0]} "
+        f"{settings.directions[0]}, sampler {study.user_attrs.get('sampler')}, pruner "
+        f"{study.user_attrs.get('pruner')}; {already} finished, running to {target}{workers}"
+    )
+    return study, target, already
+
+
 def run_search(
     cfg: DictConfig,
     settings: SearchSettings,
@@ -101,28 +135,8 @@ def run_search(
     console = console or Console(highlight=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ml_framework").setLevel(logging.WARNING)
-    study, target = open_study(settings, mode, config_path)
-    if settings.enqueue:
-        waiting = enqueue(study, settings.enqueue)
-        console.print(f"enqueued: {waiting} parameter set(s) run first")
-    already = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
-    console.print(
-        f"[bold]study[/] {settings.study_name} ({settings.storage_url}): {settings.metrics[0]} "
-        f"{settings.directions[0]}, sampler {study.user_attrs.get('sampler')}, pruner "
-        f"{study.user_attrs.get('pruner')}; {already} finished, running to {target}"
-    )
-    own_monitor = (cfg.training.monitor, "maximize" if cfg.training.monitor_mode == "max" else "minimize")
-    metric, direction = monitor_metric(settings.metrics, settings.directions, own_monitor)
-    objective = Objective(
-        cfg,
-        settings.space,
-        metric,
-        direction,
-        settings.path,
-        settings.keep_checkpoints,
-        objectives=tuple(settings.metrics),
-        cv=settings.cv,
-    )
+    study, target, already = start_study(settings, mode, config_path, console)
+    objective = make_objective(cfg, settings)
     progress = make_progress(console)
     reporter = _Reporter(settings, cfg, console, progress)
     if reporter.task is not None:
