@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ml_framework.config.schema import OPEN_MAPPINGS, Config, SearchConfig
 from ml_framework.errors import ConfigError, unknown_key_message
+from ml_framework.fileio import atomic_write_text
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer.name": ("sgd", "adam", "adamw", "rmsprop"),
@@ -190,6 +191,4 @@ def to_yaml(cfg: DictConfig, drop_search: bool = False) -> str:
 
 def save_config(cfg: DictConfig, path: Path, drop_search: bool = False, header: str = "") -> None:
     text = "".join(f"# {line}\n" for line in header.splitlines()) + to_yaml(cfg, drop_search)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)

@@ -4,11 +4,8 @@ the storage alone, so concurrent workers always leave a consistent snapshot)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +13,10 @@ import optuna
 from omegaconf import DictConfig
 
 from ml_framework.config import save_config
+from ml_framework.fileio import atomic_write_csv, atomic_write_text
 from ml_framework.search.objective import trial_config
 
 State = optuna.trial.TrialState
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{time.time_ns()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def state_counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
@@ -82,11 +74,7 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
     header, rows = trial_history_rows(trials, metric_names)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    _atomic_write(out_dir / "trial_history.csv", buf.getvalue())
+    atomic_write_csv(out_dir / "trial_history.csv", header, rows)
 
     best = best_trial(study)
     directions = [d.name.lower() for d in study.directions]
@@ -97,9 +85,7 @@ def write_outputs(
             f"{metric_names[0]}={best.value:.6g}.\n"
             f"Run it with: ml-train --config {out_dir / 'best_config.yaml'}"
         )
-        tmp = out_dir / ".best_config.yaml.tmp"
-        save_config(cfg, tmp, drop_search=True, header=header_text)
-        tmp.replace(out_dir / "best_config.yaml")
+        save_config(cfg, out_dir / "best_config.yaml", drop_search=True, header=header_text)
         best_params = {
             "study": study.study_name,
             "trial": best.number,
@@ -109,7 +95,7 @@ def write_outputs(
             "params": best.params,
             "run_dir": best.user_attrs.get("run_dir"),
         }
-        _atomic_write(out_dir / "best_params.json", json.dumps(best_params, indent=2))
+        atomic_write_text(out_dir / "best_params.json", json.dumps(best_params, indent=2))
 
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
@@ -127,5 +113,5 @@ def write_outputs(
         "pruner": study.user_attrs.get("pruner"),
         **(extra_summary or {}),
     }
-    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

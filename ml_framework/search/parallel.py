@@ -268,6 +268,8 @@ def run_parallel_search(
             while running:
                 monitor.poll()
                 running.difference_update(connection.wait(list(running), timeout=poll_interval))
+            for p in procs:  # a closed sentinel can precede the exit status by a moment
+                p.join()
             monitor.poll()
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] stopping the workers; their running trials are marked failed")

@@ -3,8 +3,6 @@ Pareto trial), cv_scores.csv, search early stopping, warm-start parameter sets (
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +14,12 @@ from omegaconf import DictConfig
 
 from ml_framework.config import save_config
 from ml_framework.errors import ConfigError
+from ml_framework.fileio import atomic_write_csv
 from ml_framework.search.objective import trial_config
 from ml_framework.search.objectives import cv_summary, monitor_metric
 from ml_framework.search.space import SearchSpace
 
 State = optuna.trial.TrialState
-
-
-def _write(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    tmp.replace(path)
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -58,12 +47,12 @@ def write_strategy_outputs(
         for k, s in enumerate(t.user_attrs.get("cv_scores") or [])
     ]
     if cv_rows:
-        _write(out_dir / "cv_scores.csv", ["trial", "fold", "score"], cv_rows)
+        atomic_write_csv(out_dir / "cv_scores.csv", ["trial", "fold", "score"], cv_rows)
     if len(study.directions) < 2:
         return extra
     directions = [d.name.lower() for d in study.directions]
     front = pareto_trials(study)
-    _write(
+    atomic_write_csv(
         out_dir / "pareto_front.csv",
         ["number", *metrics, *sorted({p for t in front for p in t.params})],
         [

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from ml_framework.config import save_config
 from ml_framework.errors import ConfigError, DataError
+from ml_framework.fileio import atomic_write_text
 from ml_framework.training.rundir import create_run_dir
 
 log = logging.getLogger("ml_framework.training")
@@ -300,9 +301,7 @@ def _test_metrics(
 
 def _write_outputs(result: TrainResult, tb: Any) -> None:
     run_dir = result.run_dir
-    tmp = run_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result.to_json(), indent=1, default=str))
-    tmp.replace(run_dir / "metrics.json")
+    atomic_write_text(run_dir / "metrics.json", json.dumps(result.to_json(), indent=1, default=str))
     hp_metrics = {f"best/{k}": v for k, v in result.best.items() if k != "epoch"}
     hp_metrics.update({f"final/{k}": v for k, v in result.final.items() if k != "epoch"})
     hp_metrics.update({f"test/{k}": v for k, v in result.test.items()})

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml_framework.fileio import atomic_target
 from ml_framework.training.optim import is_plateau
 
 METRIC_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time")
@@ -281,6 +282,5 @@ class Trainer:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        torch.save(obj, tmp)
