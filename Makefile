@@ -7,15 +7,22 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 STUDY := digits_optimization
 
-.PHONY: setup demo test lint data chromium clean
+.PHONY: setup lock demo test lint bench data chromium clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The environment is pinned: requirements.lock lists every package at one version (all extras, so
+# `make test` covers every integration); the project itself is installed on top, without resolving.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install -q uv
 	@test -x $(PY) || uv venv -q $(VENV) --python $(PYTHON)
-	VIRTUAL_ENV=$(abspath $(VENV)) uv pip install -q --compile-bytecode -e ".[dev,postgres]"
+	VIRTUAL_ENV=$(abspath $(VENV)) uv pip sync -q --compile-bytecode requirements.lock
+	VIRTUAL_ENV=$(abspath $(VENV)) uv pip install -q --compile-bytecode --no-deps -e .
 	@touch $@
+
+# Re-pin after changing dependencies in pyproject.toml (then commit requirements.lock).
+lock:
+	uv pip compile pyproject.toml --extra dev --extra all --universal --python-version 3.10 -q -o requirements.lock
 
 data: setup data/digits/raw
 
@@ -40,6 +47,14 @@ test: setup chromium
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Every benchmark against its hand-written baseline (a few minutes each on 2 cores): each script in
+# benchmarks/ but _common.py, table.py and the handwritten_* baselines they run. Each merges its
+# figures into benchmarks/results.json, then the README's table is printed from that file.
+BENCHMARKS := $(filter-out benchmarks/_% benchmarks/handwritten_% benchmarks/table.py,$(wildcard benchmarks/*.py))
+bench: setup
+	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) $$b || exit 1; done
+	$(PY) benchmarks/table.py
 
 clean:
 	rm -rf runs/ data/digits/.cache

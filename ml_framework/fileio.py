@@ -1,16 +1,22 @@
-"""Atomic file writes: readers, and other processes writing the same file (search workers
-refreshing the study outputs), only ever see a whole file."""
+"""Files and paths: atomic writes (readers, and other processes writing the same file, such as
+search workers refreshing the study outputs, only ever see a whole file) and the check of names that
+become directories (a run name, a study name), so none can point outside its parent."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ml_framework.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @contextmanager
@@ -36,3 +42,15 @@ def atomic_write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def check_name(name: str, where: str) -> str:
+    """`name` if it is safe as one directory name: letters, digits, '.', '_' and '-', not '.' or '..'
+    (so no path separator, no absolute path, nothing outside the parent dir). `where` names the flag
+    or key for the error."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", "..") or len(name) > 200:
+        raise ConfigError(
+            f"{where}: {name!r} cannot be used as a directory name; use letters, digits, '.', '_' and '-' "
+            "(at most 200, no '/', not '.' or '..')"
+        )
+    return name

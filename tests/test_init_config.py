@@ -12,7 +12,9 @@ from PIL import Image
 
 from ml_framework.cli.init_config import main
 from ml_framework.config import is_known_key, load_config
-from ml_framework.config.generate import (
+from ml_framework.data.inspect import inspect_dataset
+from ml_framework.errors import DataError
+from ml_framework.initconfig.generate import (
     Choices,
     batch_size_choices,
     generate_config,
@@ -20,8 +22,6 @@ from ml_framework.config.generate import (
     resolve,
     suggest_image_size,
 )
-from ml_framework.data.inspect import inspect_dataset
-from ml_framework.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -211,9 +211,9 @@ def test_unknown_architecture_suggests_names(arch: str, suggestion: str) -> None
         ({"depth": 0}, "model.depth must be >= 1"),
         ({"width": 0}, "model.width must be >= 1"),
         ({"architecture": "squeezenet1_1"}, "cannot take 3x16x16 images.*data.image_size"),
-        ({"pretrained": True}, "never downloaded.*model.weights_path"),
+        ({"pretrained": True}, "no published weights.*model.weights_path"),
         ({"weights_path": "w.pt"}, "model.pretrained is false"),
-        ({"pretrained": True, "weights_path": "/no/such.pt"}, "does not exist.*never downloaded"),
+        ({"pretrained": True, "weights_path": "/no/such.pt"}, "does not exist.*local .pt file"),
     ],
 )
 def test_config_errors(cfg: dict[str, Any], message: str) -> None:
@@ -243,13 +243,22 @@ def test_weights_from_same_architecture_give_identical_outputs(tmp_path: Path, w
 
 
 def test_weights_from_a_full_training_checkpoint(tmp_path: Path) -> None:
-    """`last.pt` also holds numpy RNG state, which the weights-only unpickler refuses."""
+    """`last.pt` holds RNG states as plain values, so the weights-only unpickler reads it; a numpy
+    array (which needs the full unpickler) is refused rather than unpickled."""
+    import random
+
     import numpy as np
 
+    from ml_framework.errors import UserError
+
     source = make(architecture="mlp", width=8)
-    path = _save({"model": source.state_dict(), "rng": {"numpy": np.random.get_state()}}, tmp_path)
+    plain = {"numpy": ("MT19937", list(range(624)), 0, 0, 0.0), "python": random.getstate()}
+    path = _save({"model": source.state_dict(), "rng": plain}, tmp_path)
     loaded = make(architecture="mlp", width=8, pretrained=True, weights_path=path)
     assert torch.equal(logits(loaded), logits(source))
+    path = _save({"model": source.state_dict(), "rng": {"numpy": np.random.get_state()}}, tmp_path)
+    with pytest.raises(UserError, match="refusing to unpickle"):
+        make(architecture="mlp", width=8, pretrained=True, weights_path=path)
 
 
 def test_weights_with_another_head_load_all_but_the_head(tmp_path: Path, caplog: Any) -> None:

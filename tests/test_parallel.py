@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import BIN
 
-from ml_framework.errors import ConfigError
+from ml_framework.cli.search import build_parser
 from ml_framework.search.parallel import gpu_assignment, threads_per_worker
 
 State = optuna.trial.TrialState
@@ -72,23 +72,21 @@ def test_threads_split_between_workers(n_workers: int, cores: int, threads: int)
 
 
 @pytest.mark.parametrize(
-    ("n_workers", "devices", "per_trial", "expected"),
+    ("n_workers", "devices", "expected"),
     [
-        (3, [], 1, [None, None, None]),
-        (4, ["0", "1"], 1, ["0", "1", "0", "1"]),
-        (2, ["0", "1", "2", "3"], 2, ["0,1", "2,3"]),
-        (3, ["4", "6"], 1, ["4", "6", "4"]),
+        (3, [], [None, None, None]),
+        (4, ["0", "1"], ["0", "1", "0", "1"]),
+        (3, ["4", "6"], ["4", "6", "4"]),
     ],
 )
-def test_gpu_round_robin(
-    n_workers: int, devices: list[str], per_trial: int, expected: list[str | None]
-) -> None:
-    assert gpu_assignment(n_workers, devices, per_trial) == expected
+def test_gpu_round_robin(n_workers: int, devices: list[str], expected: list[str | None]) -> None:
+    assert gpu_assignment(n_workers, devices) == expected
 
 
-def test_gpus_per_trial_beyond_visible_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="gpus-per-trial 3"):
-        gpu_assignment(2, ["0", "1"], 3)
+def test_gpus_per_trial_flag_is_gone() -> None:
+    """--gpus-per-trial promised several GPUs per trial and gave one: removed, not silently kept."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--config", "c.yaml", "--gpus-per-trial", "2"])
 
 
 def run_to_end(args: list[str], cwd: Path, timeout: float = 150) -> str:

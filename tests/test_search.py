@@ -175,8 +175,6 @@ def test_failing_trials_are_recorded_and_search_goes_on(digits_dir: Path, tmp_pa
             str(path),
             "--study-name",
             "f",
-            "--n-trials",
-            "1",
             "optimizer.name=sgd",
             "optimizer.momentum=0",
         ]

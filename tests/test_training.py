@@ -37,7 +37,7 @@ def test_override_errors(override: str, fragment: str) -> None:
 
 def test_overrides_and_zero_values() -> None:
     cfg = load_config(REPO / "configs" / "digits.yaml", {"optimizer.lr": 0.0})
-    apply_overrides(cfg, ["model.dropout=0", "optimizer.betas=[0.8, 0.9]", "model.kwargs.foo=1"])
+    cfg = apply_overrides(cfg, ["model.dropout=0", "optimizer.betas=[0.8, 0.9]", "model.kwargs.foo=1"])
     assert cfg.optimizer.lr == 0.0 and cfg.model.dropout == 0.0
     assert list(cfg.optimizer.betas) == [0.8, 0.9] and cfg.model.kwargs.foo == 1
 

@@ -25,17 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  ml-visualise --mode search --study-name digits_optimization\n"
         "  ml-visualise --mode search --config configs/digits.yaml --plot-type contour --params lr dropout\n"
-        "  ml-visualise --mode train --runs runs/A runs/B --launch\n\n"
+        "  ml-visualise --mode train --runs runs/A runs/B --launch\n"
+        "  ml-visualise --mode dashboard --study-name digits_optimization --port 8080\n\n"
         f"Plot types (default: all that apply): {', '.join(PLOT_TYPES)}.\n"
         "PNG needs Chrome or Chromium (Debian/Ubuntu: apt-get install chromium); without one, HTML only.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--mode", choices=("search", "train"), help="default: train with --runs, else search")
+    p.add_argument(
+        "--mode",
+        choices=("search", "train", "dashboard"),
+        help="default: train with --runs, else search; dashboard: serve optuna-dashboard (Ctrl-C stops)",
+    )
     s = p.add_argument_group("search mode")
     s.add_argument("--study-name", "--study_name", dest="study_name", help="study to plot")
     src = s.add_mutually_exclusive_group()
     src.add_argument(
-        "--storage", help="Optuna storage URL (default sqlite:///<runs-dir>/optuna_studies/optuna.db)"
+        "--storage",
+        help="Optuna storage URL (default: $ML_SEARCH_STORAGE, else sqlite:///<runs-dir>/optuna_studies/optuna.db)",
     )
     src.add_argument("--config", type=Path, help="config YAML: use its search.storage and search.study_name")
     s.add_argument(
@@ -51,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("train mode")
     t.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="run or trial dirs holding metrics.json")
     t.add_argument("--launch", action="store_true", help="start TensorBoard on the runs (Ctrl-C stops it)")
-    t.add_argument("--port", type=int, default=6006, help="TensorBoard port (6006)")
+    p.add_argument("--port", type=int, help="TensorBoard port (6006) or dashboard port (8080)")
     p.add_argument("--output", type=Path, help="output dir (default: runs/optuna_studies/<study>/plots)")
     p.add_argument(
         "--format", nargs="+", default=["html,png"], metavar="F", help="html,png (HTML is always written)"
@@ -66,24 +72,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _study_source(args: argparse.Namespace) -> tuple[str, str | None, str]:
-    """(storage URL, study name, runs dir) from the flags, a config file, or the defaults."""
-    from ml_framework.search.storage import default_storage_url
+    """(storage URL, study name, runs dir) from the flags, a config file, or the defaults. The storage:
+    --storage, else $ML_SEARCH_STORAGE, else the config's search.storage, else the default file."""
+    from ml_framework.fileio import check_name
+    from ml_framework.search.storage import storage_url
 
     runs_dir = args.runs_dir or "runs"
-    storage, name = args.storage, args.study_name
+    configured, name = None, args.study_name
     if args.config is not None:
         from ml_framework.config import load_config
 
         cfg = load_config(args.config)
         runs_dir = args.runs_dir or cfg.output.runs_dir
         search = cfg.get("search")
-        storage = (search.storage if search is not None else None) or default_storage_url(runs_dir)
+        configured = search.storage if search is not None else None
         name = (
             name
             or (search.study_name if search is not None else None)
             or f"{cfg.data.dataset_name}_optimization"
         )
-    return storage or default_storage_url(runs_dir), name, runs_dir
+    if name is not None:
+        check_name(name, "--study-name")
+    return storage_url(args.storage, configured, runs_dir), name, runs_dir
 
 
 def _print_importances(out: Any, result: Any, evaluator: str) -> None:
@@ -138,6 +148,19 @@ def _search(args: argparse.Namespace) -> int:
     drawn = [o.name for o in result.outcomes if o.figure is not None]
     out.print(f"plots: {', '.join(drawn) or 'none'}")
     out.print(f"wrote {len(result.written)} files to {out_dir} (open {out_dir / 'report.html'})")
+    from ml_framework.search.tracking import log_to_parent
+
+    uploaded = log_to_parent(view.study, [out_dir], "plots")  # when the study has an MLflow parent run
+    if uploaded:
+        out.print(uploaded)
+    return EXIT_OK
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from ml_framework.visualise.dashboard import DEFAULT_PORT, serve_dashboard
+
+    storage, name, _ = _study_source(args)
+    serve_dashboard(storage, name, args.port or DEFAULT_PORT, console())
     return EXIT_OK
 
 
@@ -173,8 +196,9 @@ def _train(args: argparse.Namespace) -> int:
     out.print(f"wrote {', '.join(str(p) for p in exported.written)}")
     out.print(tensorboard_command(runs))
     if args.launch:
-        proc = launch_tensorboard(runs, args.port)
-        out.print(f"TensorBoard at http://localhost:{args.port} (Ctrl-C to stop)")
+        port = args.port or 6006
+        proc = launch_tensorboard(runs, port)
+        out.print(f"TensorBoard at http://localhost:{port} (Ctrl-C to stop)")
         try:
             proc.wait()
         except KeyboardInterrupt:
@@ -191,7 +215,7 @@ def _common_parent(paths: list[Path]) -> Path:
     return common if len(paths) > 1 else common.parent
 
 
-MODES = {"search": _search, "train": _train}
+MODES = {"search": _search, "train": _train, "dashboard": _dashboard}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,19 +10,29 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ml_framework.config.schema import OPEN_MAPPINGS, Config, SearchConfig
+from ml_framework.config.schema import OPEN_MAPPINGS, Config, SearchConfig, takes_estimator_params
 from ml_framework.errors import ConfigError, unknown_key_message
-from ml_framework.fileio import atomic_write_text
+from ml_framework.fileio import atomic_write_text, check_name
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer.name": ("sgd", "adam", "adamw", "rmsprop"),
     "scheduler.name": ("none", "step", "cosine", "plateau", "warmup_cosine"),
     "training.monitor_mode": ("min", "max"),
     "training.early_stopping.mode": ("min", "max"),
+    "training.precision": ("auto", "fp32", "bf16", "fp16"),
     "search.direction": ("maximize", "minimize"),
     "search.keep_checkpoints": ("best", "all", "none"),
     "search.cross_validation.aggregation": ("mean", "median"),
     "data.augmentation.padding_mode": ("zeros", "reflect", "replicate"),
+    "data.augmentation.auto_augment": ("none", "trivialaugment", "randaugment", "autoaugment"),
+    "data.pipeline": ("auto", "memory", "stream"),
+    "data.format": ("images", "csv", "parquet"),
+    "data.task": ("classification", "regression"),
+    "data.split": ("random", "timeseries"),
+    "data.preprocess.numeric_impute": ("mean", "median", "most_frequent", "constant", "none"),
+    "data.preprocess.categorical_impute": ("most_frequent", "constant", "none"),
+    "data.preprocess.encoding": ("auto", "onehot", "ordinal", "native"),
+    "data.preprocess.scaling": ("auto", "standard", "minmax", "robust", "none"),
 }
 
 
@@ -55,14 +65,25 @@ def config_keys(cfg: DictConfig | None = None) -> list[str]:
     return keys
 
 
-def is_known_key(key: str) -> bool:
-    """True for a schema leaf or a key inside an open mapping (`model.kwargs.anything`)."""
-    return key in SCHEMA_KEYS or any(key.startswith(m + ".") for m in OPEN_MAPPINGS)
+def _estimator_model(cfg: Any) -> bool:
+    """A tabular estimator's `model` section takes its parameters as plain keys (model.n_estimators)."""
+    model = cfg.get("model") if isinstance(cfg, DictConfig | Mapping) else None
+    return isinstance(model, DictConfig | Mapping) and takes_estimator_params(model.get("architecture"))
+
+
+def is_known_key(key: str, cfg: Any = None) -> bool:
+    """True for a schema leaf or a key inside an open mapping (`model.kwargs.anything`), and for any
+    `model.<param>` when `cfg` configures a tabular estimator (checked against it by the model factory)."""
+    if key in SCHEMA_KEYS or any(key.startswith(m + ".") for m in OPEN_MAPPINGS):
+        return True
+    return key.startswith("model.") and cfg is not None and _estimator_model(cfg)
 
 
 def _check_keys(user: Mapping[str, Any], where: str) -> None:
     for key in _leaf_keys(user):
         if key in SCHEMA_KEYS or any(key == m or key.startswith(m + ".") for m in OPEN_MAPPINGS):
+            continue
+        if key.startswith("model.") and _estimator_model(user):
             continue
         # A mapping given where the schema has a section: check its own leaves.
         if any(s.startswith(key + ".") for s in SCHEMA_KEYS):
@@ -82,8 +103,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _compose(path: Path) -> dict[str, Any]:
-    """Compose a config whose `defaults:` list names groups in folders beside it (configs/model/...)."""
+def _compose(path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Compose a config whose `defaults:` list names groups in folders beside it (configs/model/...);
+    `overrides` are Hydra group overrides (`optimizer=sgd`, `+group=option`, `~group`)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
@@ -91,9 +113,10 @@ def _compose(path: Path) -> dict[str, Any]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
-            cfg = compose(config_name=path.stem)
+            cfg = compose(config_name=path.stem, overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"{path}: could not compose its defaults list: {e}") from e
+        text = " ".join(line.strip() for line in str(e).split("Config search path")[0].splitlines())
+        raise ConfigError(f"{path}: could not compose its defaults list: {text.strip()}") from None
     finally:
         GlobalHydra.instance().clear()
     return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
@@ -111,33 +134,42 @@ def validate(cfg: DictConfig) -> None:
             f"data.val_split ({d.val_split}) and data.test_split ({d.test_split}) must be in [0, 1) "
             "and leave a training split"
         )
+    if d.format != "images":
+        for key in ("path", "target"):
+            if not d[key]:
+                what = "the csv/parquet file" if key == "path" else "the column to predict"
+                raise ConfigError(f"data.{key} is required with data.format={d.format}: set it to {what}")
     if d.channels not in (1, 3):
         raise ConfigError(f"data.channels: {d.channels} is not 1 (grayscale) or 3 (RGB)")
     if d.fold is not None and not 0 <= d.fold < d.n_folds:
         raise ConfigError(f"data.fold: {d.fold} is not in 0..{d.n_folds - 1} (data.n_folds={d.n_folds})")
     for key in ("training.num_epochs", "training.batch_size", "data.image_size", "data.n_folds"):
-        if OmegaConf.select(cfg, key) < 1:
+        if OmegaConf.select(cfg, key) is not None and OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}")
     if cfg.optimizer.lr < 0:
         raise ConfigError(f"optimizer.lr must be >= 0, got {cfg.optimizer.lr}")
+    _check_speed_keys(cfg.training)
+    for key in ("output.name", "search.study_name"):  # both become directory names
+        if OmegaConf.select(cfg, key):
+            check_name(OmegaConf.select(cfg, key), key)
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=value` -> ('a.b', parsed value); the value is read as YAML (`null`, `[1, 2]`, `1e-3`)."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' is not of the form dotted.key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip().lstrip("+")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override '{text}': cannot read value '{raw}': {e}") from e
-    return key, value
+def _check_speed_keys(t: DictConfig) -> None:
+    for key in ("channels_last", "compile"):
+        if not (t[key] == "auto" or isinstance(t[key], bool)):
+            raise ConfigError(f"training.{key}: {t[key]!r} is not one of auto, true, false")
+    if t.amp is not None and (t.precision == "fp32" if t.amp else t.precision in ("bf16", "fp16")):
+        raise ConfigError(
+            f"training.amp: {t.amp} contradicts training.precision: {t.precision} (amp is the old alias: "
+            "true = auto, false = fp32); remove training.amp and keep training.precision"
+        )
 
 
 def set_value(cfg: DictConfig, key: str, value: Any, where: str = "override") -> None:
     """Set one dotted key, which must exist; types are checked by the schema."""
-    if not is_known_key(key):
+    if key == "model.architecture" and takes_estimator_params(value):
+        OmegaConf.set_struct(cfg.model, False)
+    if not is_known_key(key, cfg):
         raise ConfigError(unknown_key_message(key, config_keys(cfg), where))
     if key.startswith("search.") and cfg.search is None:
         cfg.search = OmegaConf.structured(SearchConfig)
@@ -147,12 +179,21 @@ def set_value(cfg: DictConfig, key: str, value: Any, where: str = "override") ->
         raise ConfigError(f"{where}: invalid value {value!r} for '{key}': {str(e).splitlines()[0]}") from e
 
 
-def apply_overrides(cfg: DictConfig, overrides: Iterable[str] | Mapping[str, Any]) -> DictConfig:
-    items = overrides.items() if isinstance(overrides, Mapping) else map(parse_override, overrides)
-    for key, value in items:
-        set_value(cfg, key, value)
-    validate(cfg)
-    return cfg
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str] | Mapping[str, Any]) -> DictConfig:
+    """A new config: `cfg` with key overrides (Hydra grammar, see config/overrides.py). Every key of a
+    loaded config is set, so `+key` fails and `~key` restores a default; group selections need the
+    file (`load_config(path, overrides)`)."""
+    from ml_framework.config.overrides import apply_values, parse_overrides
+
+    parsed = parse_overrides(overrides)
+    for o in parsed:
+        if o.package is not None or "/" in o.key_or_group:
+            raise ConfigError(f"override '{o.input_line}': a group selection needs the config file")
+    data = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(data, dict)
+    if data.get("search") is None:
+        data.pop("search", None)
+    return from_container(apply_values(data, parsed, "the config"), where="overrides")
 
 
 def from_container(data: Mapping[str, Any], where: str = "config") -> DictConfig:
@@ -161,6 +202,8 @@ def from_container(data: Mapping[str, Any], where: str = "config") -> DictConfig
     base = OmegaConf.structured(Config)
     if data.get("search") is not None:
         base.search = OmegaConf.structured(SearchConfig)
+    if _estimator_model(data):
+        OmegaConf.set_struct(base.model, False)  # the estimator's own parameters: model.n_estimators
     try:
         cfg = OmegaConf.merge(base, data)
     except OmegaConfBaseException as e:
@@ -174,11 +217,17 @@ def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] =
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    from ml_framework.config.overrides import apply_values, is_group, parse_overrides, select_groups
+
     data = _read_yaml(path)
+    parsed = parse_overrides(overrides)
+    groups = [o for o in parsed if is_group(o, path.parent)]
     if "defaults" in data:
-        data = _compose(path)
-    cfg = from_container(data, where=str(path))
-    return apply_overrides(cfg, overrides)
+        data = _compose(path, [str(o.input_line) for o in groups])
+    elif groups:
+        data = select_groups(data, groups, path.parent)
+    data = apply_values(data, [o for o in parsed if not is_group(o, path.parent)], where=str(path))
+    return from_container(data, where=str(path))
 
 
 def to_yaml(cfg: DictConfig, drop_search: bool = False) -> str:

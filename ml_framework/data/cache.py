@@ -1,17 +1,26 @@
-"""Decode an image folder once: uint8 tensors cached on disk and memoised in the process.
+"""Decode an image folder once: a uint8 array file cached on disk, memory-mapped by every process.
 
-The cache key hashes the sorted relative file list, every file's content (blake2b), the target
-size, the channel count and `FORMAT_VERSION`, so any added, removed or edited image (or a changed
-decode rule, after bumping the version) gives a new key and a fresh decode. Every Optuna trial in one
-process reuses the in-memory result; a new process loads the `.pt` file instead of decoding again.
+The cache key hashes the sorted relative file list, every file's size and modification time, the
+target size, the channel count and `FORMAT_VERSION`: any added, removed or edited image (or a changed
+decode rule, after bumping the version) gives a new key and a fresh decode, and finding the cache
+costs one `stat` per file, never a read. The content hash of the files is computed only while
+building (the decode reads them anyway) and recorded next to the array.
+
+On disk a cache entry is `images_<key>.npy` (uint8 [N, C, H, W]) plus `images_<key>.json` (labels,
+classes, files, skipped files, content hash), the JSON written last. Loading memory-maps the array
+(`numpy.load(mmap_mode="c")`): several processes training from the same cache (search workers)
+share one copy in the page cache instead of each holding its own. Every trial in one process reuses
+the in-process memo.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("ml_framework.data")
 
 # Bump when the decode rules change (mode handling, resampling): old cache files are then ignored.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CACHE_PREFIX = "images_"
 SUPPORTED_CHANNELS = {1: "L", 3: "RGB"}
 MAX_NAMED_SKIPPED = 10  # files named in the skip warning; the rest are counted
@@ -128,10 +137,20 @@ def _decode_or_none(args: tuple[str, int, int]) -> np.ndarray | None:
         return None
 
 
-def _decode_all(paths: Sequence[str], image_size: int, channels: int, num_workers: int) -> list[Any]:
+def _decode_and_digest(args: tuple[str, int, int]) -> tuple[np.ndarray | None, bytes]:
+    """(decoded array or None, content digest of the file): building the cache hashes what it reads."""
+    try:
+        digest = file_digest(Path(args[0]))
+    except OSError:
+        digest = b""
+    return _decode_or_none(args), digest
+
+
+def decode_all(paths: Sequence[str], image_size: int, channels: int, num_workers: int) -> list[Any]:
+    """[(array or None, digest)] per path, in order."""
     jobs = [(p, image_size, channels) for p in paths]
     if num_workers <= 0 or len(jobs) < 2:
-        return [_decode_or_none(j) for j in jobs]
+        return [_decode_and_digest(j) for j in jobs]
     import multiprocessing
 
     # fork where available: spawn would re-run an unguarded `__main__` (scripts, `python -c`). The
@@ -141,7 +160,7 @@ def _decode_all(paths: Sequence[str], image_size: int, channels: int, num_worker
     workers = min(num_workers, len(jobs))
     chunksize = max(1, len(jobs) // (workers * 8))
     with ctx.Pool(workers) as pool:
-        return pool.map(_decode_or_none, jobs, chunksize=chunksize)
+        return pool.map(_decode_and_digest, jobs, chunksize=chunksize)
 
 
 # ---------------------------------------------------------------- cache key and files
@@ -152,49 +171,86 @@ def file_digest(path: Path) -> bytes:
 
 
 def cache_key(rel_files: Sequence[str], paths: Sequence[Path], image_size: int, channels: int) -> str:
-    """Hash of (sorted relative files, each file's content, size, channels, format version)."""
+    """Hash of (sorted relative files, each file's size and mtime, size, channels, format version)."""
     h = hashlib.blake2b(digest_size=20)
     h.update(f"v{FORMAT_VERSION}|size={image_size}|channels={channels}|".encode())
     for rel, path in sorted(zip(rel_files, paths, strict=True)):
-        h.update(rel.encode())
-        h.update(b"\0")
-        h.update(file_digest(path))
+        st = path.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     return h.hexdigest()
 
 
-def _save_atomic(payload: dict[str, Any], target: Path) -> None:
+def decoded_nbytes(num_images: int, image_size: int, channels: int) -> int:
+    """Bytes of a decoded set: what the memory pipeline holds (once per machine, memory-mapped)."""
+    return num_images * channels * image_size * image_size
+
+
+def _cache_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    stem = cache_dir / f"{CACHE_PREFIX}{key}"
+    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+
+def _map_array(path: Path) -> torch.Tensor:
+    """The cached array as a tensor over a copy-on-write memory map (pages shared between processes)."""
     import torch
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    array = np.load(path, mmap_mode="c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _load_cached(cache_dir: Path, key: str) -> DecodedImages | None:
+    import torch
+
+    array_path, meta_path = _cache_paths(cache_dir, key)
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key:
+            return None
+        images = _map_array(array_path)
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(meta["files"]):
+            raise ValueError(f"array {tuple(images.shape)} {images.dtype} does not match its index")
+        return DecodedImages(
+            images=images,
+            labels=torch.tensor(meta["labels"], dtype=torch.int64),
+            classes=tuple(meta["classes"]),
+            files=tuple(meta["files"]),
+            skipped=tuple(meta["skipped"]),
+        )
+    except Exception as exc:  # a truncated or foreign file is just a miss: decode again and overwrite
+        logger.warning("ignoring unreadable image cache %s (%s); decoding again", array_path, exc)
+        return None
+
+
+def _write_cache(result: DecodedImages, content_hash: str, cache_dir: Path, key: str) -> DecodedImages:
+    """Write the array (atomically), then its JSON index; return the result backed by the mapped file."""
+    array_path, meta_path = _cache_paths(cache_dir, key)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{array_path.name}.", suffix=".tmp", dir=cache_dir)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, target)
+            np.save(f, result.images.numpy(), allow_pickle=False)
+        os.replace(tmp, array_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    meta = {
+        "key": key,
+        "format_version": FORMAT_VERSION,
+        "content_hash": content_hash,
+        "labels": result.labels.tolist(),
+        "classes": list(result.classes),
+        "files": list(result.files),
+        "skipped": list(result.skipped),
+    }
+    from ml_framework.fileio import atomic_write_text
 
-
-def _load_cached(target: Path, key: str) -> DecodedImages | None:
-    import torch
-
-    if not target.is_file():
-        return None
-    try:
-        payload = torch.load(target, map_location="cpu", weights_only=True)
-        if payload.get("key") != key:
-            return None
-        return DecodedImages(
-            images=payload["images"],
-            labels=payload["labels"],
-            classes=tuple(payload["classes"]),
-            files=tuple(payload["files"]),
-            skipped=tuple(payload["skipped"]),
-        )
-    except Exception as exc:  # a truncated or foreign file is just a miss: decode again and overwrite
-        logger.warning("ignoring unreadable image cache %s (%s); decoding again", target, exc)
-        return None
+    atomic_write_text(meta_path, json.dumps(meta))
+    mapped = _map_array(array_path)  # the private decoded copy is dropped: processes share the file
+    return DecodedImages(mapped, result.labels, result.classes, result.files, result.skipped)
 
 
 def _warn_skipped(skipped: Sequence[str], root: Path) -> None:
@@ -230,12 +286,16 @@ def _decode_folder(
     image_size: int,
     channels: int,
     num_workers: int,
-) -> DecodedImages:
+) -> tuple[DecodedImages, str]:
+    """(decoded images, content hash of the files read)."""
     import torch
 
-    decoded = _decode_all([str(p) for p in paths], image_size, channels, num_workers)
-    ok = [i for i, a in enumerate(decoded) if a is not None]
-    skipped = tuple(rel_files[i] for i, a in enumerate(decoded) if a is None)
+    decoded = decode_all([str(p) for p in paths], image_size, channels, num_workers)
+    content = hashlib.blake2b(digest_size=20)
+    for rel, (_, digest) in sorted(zip(rel_files, decoded, strict=True)):
+        content.update(rel.encode() + b"\0" + digest)
+    ok = [i for i, (a, _) in enumerate(decoded) if a is not None]
+    skipped = tuple(rel_files[i] for i, (a, _) in enumerate(decoded) if a is None)
     kept_labels = [labels[i] for i in ok]
     present = set(kept_labels)
     lost = [c for i, c in enumerate(classes) if i not in present]
@@ -247,14 +307,15 @@ def _decode_folder(
         )
     images = np.empty((len(ok), channels, image_size, image_size), dtype=np.uint8)
     for row, i in enumerate(ok):
-        images[row] = decoded[i]
-    return DecodedImages(
+        images[row] = decoded[i][0]
+    result = DecodedImages(
         images=torch.from_numpy(images),
         labels=torch.tensor(kept_labels, dtype=torch.int64),
         classes=classes,
         files=tuple(rel_files[i] for i in ok),
         skipped=skipped,
     )
+    return result, content.hexdigest()
 
 
 def load_images(
@@ -268,6 +329,8 @@ def load_images(
 
     Looks in the process memo, then `cache_dir` (default `<data_dir>/.cache`), and decodes (with
     `num_workers` processes when > 0) only on a miss. Unreadable files are skipped with one warning.
+    The images are a memory-mapped, copy-on-write view of the cache file (read-only when it could not
+    be written): treat them as read-only.
     """
     _validate(image_size, channels)
     folder = scan_image_folder(data_dir)
@@ -277,12 +340,10 @@ def load_images(
     if memo is not None:
         return memo
 
-    target = (
-        Path(cache_dir if cache_dir is not None else Path(data_dir) / ".cache") / f"{CACHE_PREFIX}{key}.pt"
-    )
-    result = _load_cached(target, key)
+    directory = Path(cache_dir if cache_dir is not None else Path(data_dir) / ".cache")
+    result = _load_cached(directory, key)
     if result is None:
-        result = _decode_folder(
+        result, content_hash = _decode_folder(
             folder.root,
             folder.classes,
             rel_files,
@@ -292,19 +353,10 @@ def load_images(
             channels,
             num_workers,
         )
-        payload = {
-            "key": key,
-            "format_version": FORMAT_VERSION,
-            "images": result.images,
-            "labels": result.labels,
-            "classes": list(result.classes),
-            "files": list(result.files),
-            "skipped": list(result.skipped),
-        }
         try:
-            _save_atomic(payload, target)
+            result = _write_cache(result, content_hash, directory, key)
         except OSError as exc:  # a read-only data folder must not stop training
-            logger.warning("could not write the image cache %s (%s); set data.cache_dir", target, exc)
+            logger.warning("could not write the image cache %s (%s); set data.cache_dir", directory, exc)
     _warn_skipped(result.skipped, folder.root)
     _MEMO[key] = result
     return result

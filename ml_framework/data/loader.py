@@ -1,10 +1,12 @@
-"""Batches from in-memory uint8 tensors; augmentation and normalisation as whole-batch tensor ops.
+"""The memory pipeline: batches from in-memory uint8 tensors (the decoded cache, shared by the splits).
 
 Per epoch, one CPU `torch.Generator` seeded from (seed, epoch) draws the shuffle order and every
-augmentation decision for the whole epoch at once (so runs, and resumed runs, see the same batches,
-on any device, and the global RNG is never touched). Per batch the work is then one index_select
-(plus, when augmenting, one gather per axis that does the random crop and the flips together), the
-uint8 -> float conversion and an in-place multiply-add that does `/255` and `(x - mean) / std` together.
+crop/flip decision for the whole epoch at once (so runs, and resumed runs, see the same batches, on
+any device, and the global RNG is never touched). Per batch the work is then one index_select (plus,
+for random crops and flips, one gather per axis that does both together), the uint8 -> float
+conversion and an in-place multiply-add that does `/255` and `(x - mean) / std` together. The other
+augmentation keys run torchvision.transforms.v2 per image (`data/augment.py`) from a seed of
+(seed, epoch, batch); MixUp/CutMix mix the normalised batch.
 
 Remainder rule (training batches only, `drop_small_remainder=True`): batches have at least
 `MIN_TRAIN_BATCH` (3) samples. A last batch of 1 or 2 samples (a BatchNorm error or pure noise) is
@@ -15,31 +17,52 @@ Evaluation batches keep every sample in plain `batch_size` chunks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from ml_framework.data.augment import (
+    apply_per_sample,
+    batch_mixer,
+    needs_per_sample,
+    option,
+    sample_transform,
+    seed_of,
+    seeded,
+)
 from ml_framework.errors import ConfigError, unknown_key_message
 
 MIN_TRAIN_BATCH = 3
 
 
-def compute_mean_std(images_uint8: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std in 0..1 units (float32 [C] on the images' device), in chunks.
+def compute_mean_std(
+    images_uint8: torch.Tensor, chunk: int = 4096, indices: torch.Tensor | np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std in 0..1 units (float32 [C] on the images' device), in chunks, over
+    `images_uint8[indices]` (default: all images) without copying that subset whole.
 
     A constant channel gets std 1 instead of 0 so normalising never divides by zero.
     """
     c = images_uint8.shape[1]
+    rows = (
+        None if indices is None else torch.as_tensor(indices, dtype=torch.int64, device=images_uint8.device)
+    )
+    n = len(images_uint8) if rows is None else len(rows)
     total = torch.zeros(c, dtype=torch.float64, device=images_uint8.device)
     squares = torch.zeros_like(total)
-    for start in range(0, len(images_uint8), chunk):
-        x = images_uint8[start : start + chunk].to(torch.float64).div_(255.0)
+    for start in range(0, n, chunk):
+        part = (
+            images_uint8[start : start + chunk]
+            if rows is None
+            else images_uint8.index_select(0, rows[start : start + chunk])
+        )
+        x = part.to(torch.float64).div_(255.0)
         total += x.sum(dim=(0, 2, 3))
         squares += x.square().sum(dim=(0, 2, 3))
-    count = max(images_uint8.numel() // max(c, 1), 1)
+    count = max(n * images_uint8[0].numel() // max(c, 1), 1) if n else 1
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(0).sqrt()
     std = torch.where(std < 1e-6, torch.ones_like(std), std)
@@ -88,30 +111,22 @@ PADDING_MODES: dict[str, Callable[[torch.Tensor, int], tuple[torch.Tensor, torch
 
 @dataclass(frozen=True)
 class AugmentPlan:
-    crop_padding: int = 0  # 0: no random crop
+    random_crop: bool = False
+    crop_padding: int = 0
     padding_mode: str = "zeros"
     horizontal_flip: bool = False
     vertical_flip: bool = False
 
     @property
     def active(self) -> bool:
-        return bool(self.crop_padding or self.horizontal_flip or self.vertical_flip)
-
-
-def _option(aug: Any, key: str, default: Any) -> Any:
-    if aug is None:
-        return default
-    if isinstance(aug, Mapping):
-        return aug.get(key, default)
-    return getattr(aug, key, default)
+        return bool(self.random_crop or self.horizontal_flip or self.vertical_flip)
 
 
 def augment_plan(augmentation: Any, image_size: int) -> AugmentPlan:
-    """Read `data.augmentation` (dataclass, DictConfig or dict; None: nothing) into a checked plan."""
-    padding = (
-        int(_option(augmentation, "crop_padding", 0)) if _option(augmentation, "random_crop", False) else 0
-    )
-    mode = str(_option(augmentation, "padding_mode", "zeros"))
+    """Read the crop/flip keys of `data.augmentation` (dataclass, DictConfig or dict; None: nothing)."""
+    random_crop = bool(option(augmentation, "random_crop", False))
+    padding = int(option(augmentation, "crop_padding", 0)) if random_crop else 0
+    mode = str(option(augmentation, "padding_mode", "zeros"))
     if padding < 0:
         raise ConfigError(f"data.augmentation.crop_padding={padding} must be >= 0")
     if mode not in PADDING_MODES:
@@ -122,25 +137,33 @@ def augment_plan(augmentation: Any, image_size: int) -> AugmentPlan:
             f"({image_size}) with padding_mode 'reflect'"
         )
     return AugmentPlan(
+        random_crop=random_crop,
         crop_padding=padding,
         padding_mode=mode,
-        horizontal_flip=bool(_option(augmentation, "horizontal_flip", False)),
-        vertical_flip=bool(_option(augmentation, "vertical_flip", False)),
+        horizontal_flip=bool(option(augmentation, "horizontal_flip", False)),
+        vertical_flip=bool(option(augmentation, "vertical_flip", False)),
     )
 
 
+def center_offset(size: int, out: int) -> int:
+    """Top/left of a centre crop, rounded as torchvision's center_crop does."""
+    return round((size - out) / 2.0)
+
+
 def _axis_index(
-    n: int, size: int, padding: int, flip: bool, mode: str, g: torch.Generator
+    n: int, size: int, out: int, plan: AugmentPlan, flip: bool, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-sample source positions [n, size] along one axis: random crop offset, then a p=0.5 flip."""
-    pos = torch.arange(size).expand(n, size)
-    if padding:
-        offset = torch.randint(0, 2 * padding + 1, (n, 1), generator=g)
-        index, valid = PADDING_MODES[mode](pos + offset - padding, size)
+    """Per-sample source positions [n, out] along one axis of length `size`: a random crop offset (as
+    v2.RandomCrop: pad by `crop_padding`, crop `out` at a uniform offset) or the centre, then a flip."""
+    pos = torch.arange(out).expand(n, out)
+    padding = plan.crop_padding
+    if plan.random_crop:
+        offset = torch.randint(0, size - out + 2 * padding + 1, (n, 1), generator=g)
+        index, valid = PADDING_MODES[plan.padding_mode](pos + offset - padding, size)
     else:
-        index, valid = pos, None
+        index, valid = pos + center_offset(size, out), None
     if flip:
-        flipped = (torch.rand(n, 1, generator=g) < 0.5).expand(n, size)
+        flipped = (torch.rand(n, 1, generator=g) < 0.5).expand(n, out)
         index = torch.where(flipped, index.flip(1), index)
         valid = None if valid is None else torch.where(flipped, valid.flip(1), valid)
     return index, valid
@@ -156,13 +179,41 @@ def _per_channel(values: Any, c: int, device: torch.device) -> torch.Tensor:
     return t.expand(c).reshape(1, c, 1, 1).clone()
 
 
-class TensorBatches:
-    """Iterate (x float32 [B, C, H, W], y int64 [B]) over uint8 images already in memory.
+class Normalizer:
+    """uint8 batch -> float32: `/255` then `(x - mean) / std` folded into one multiply-add, on `device`.
 
-    `train` (default: `shuffle`) enables augmentation and the remainder rule. Normalisation uses
-    `mean`/`std` (per channel, 0..1 units, from `compute_mean_std` on the training split) when both
-    are given, unless `augmentation.normalize` is false. Call `set_epoch(epoch)` before each epoch
-    (without it, each pass advances the epoch by one).
+    Identity scaling (x / 255 only) when mean/std are missing or `augmentation.normalize` is false.
+    """
+
+    def __init__(
+        self, mean: Any, std: Any, channels: int, device: torch.device, augmentation: Any = None
+    ) -> None:
+        normalize = mean is not None and std is not None and bool(option(augmentation, "normalize", True))
+        mean_t = _per_channel(mean if normalize else 0.0, channels, device)
+        std_t = _per_channel(std if normalize else 1.0, channels, device)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+
+    def __call__(self, xb: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        x = xb.float().mul_(self.scale).add_(self.shift)  # .float() copies, so in place is safe
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of one epoch: a fixed function of (seed, epoch)."""
+    return torch.Generator().manual_seed(seed_of(seed, epoch))
+
+
+class TensorBatches:
+    """Iterate (x float32 [B, C, S, S], y) over uint8 images already in memory.
+
+    `images_uint8` may be a whole decoded set shared by several splits: `indices` picks this split's
+    rows, so no split copies the images. `image_size` (default: the images' side) is the output
+    side: larger images are cropped (randomly when training with random crops, else the centre).
+    `train` (default: `shuffle`) enables augmentation and the remainder rule; y is int64 [B], or
+    float [B, num_classes] soft targets when MixUp/CutMix is on. Normalisation uses `mean`/`std` (per
+    channel, 0..1 units) when both are given, unless `augmentation.normalize` is false. Call
+    `set_epoch(epoch)` before each epoch (without it, each pass advances the epoch by one).
     """
 
     def __init__(
@@ -180,6 +231,9 @@ class TensorBatches:
         drop_small_remainder: bool = True,
         channels_last: bool = False,
         train: bool | None = None,
+        indices: torch.Tensor | np.ndarray | None = None,
+        image_size: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         if images_uint8.ndim != 4 or images_uint8.dtype != torch.uint8:
             raise ValueError(
@@ -190,18 +244,21 @@ class TensorBatches:
         self.device = torch.device(device)
         self.images = images_uint8.to(self.device)
         self.labels = labels.to(self.device, torch.int64)
+        self.rows = None if indices is None else torch.as_tensor(indices, dtype=torch.int64).to(self.device)
         self.shuffle, self.seed = shuffle, int(seed)
         self.train = shuffle if train is None else train
-        n, c, h, w = self.images.shape
-        self.plan = augment_plan(augmentation, min(h, w)) if self.train else AugmentPlan()
-        self.bounds = batch_bounds(n, batch_size, self.train and drop_small_remainder)
-        normalize = mean is not None and std is not None and bool(_option(augmentation, "normalize", True))
-        mean_t = _per_channel(mean if normalize else 0.0, c, self.device)
-        std_t = _per_channel(std if normalize else 1.0, c, self.device)
-        # x / 255 then (x - mean) / std, folded into one multiply-add: x * scale + shift.
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -mean_t / std_t
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        _, c, h, w = self.images.shape
+        self.image_size = int(image_size or min(h, w))
+        if self.image_size > min(h, w):
+            raise ValueError(f"image_size {self.image_size} is larger than the images ({h}x{w})")
+        aug = augmentation if self.train else None
+        self.plan = augment_plan(aug, self.image_size)
+        self.transform = sample_transform(aug, self.image_size, h, True) if needs_per_sample(aug) else None
+        k = num_classes if num_classes is not None else int(self.labels.max()) + 1 if len(self.labels) else 1
+        self.mixer = batch_mixer(aug, k)
+        self.bounds = batch_bounds(self.num_samples, batch_size, self.train and drop_small_remainder)
+        self.normalizer = Normalizer(mean, std, c, self.device, augmentation)
+        self.channels_last = channels_last
         self._epoch = 0
 
     def __len__(self) -> int:
@@ -209,60 +266,58 @@ class TensorBatches:
 
     @property
     def num_samples(self) -> int:
-        return len(self.labels)
+        return len(self.labels) if self.rows is None else len(self.rows)
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
 
     def generator(self, epoch: int) -> torch.Generator:
-        """The CPU generator of one epoch: a fixed function of (seed, epoch)."""
-        state = np.random.SeedSequence([self.seed & 0xFFFFFFFFFFFFFFFF, epoch]).generate_state(2, np.uint64)
-        return torch.Generator().manual_seed(int(state[0]) & 0x7FFFFFFFFFFFFFFF)
+        return epoch_generator(self.seed, epoch)
 
-    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...] | None]:
-        """(order or None, (rows, cols, row_valid, col_valid) or None) for the whole epoch, on device."""
-        n, _, h, w = self.images.shape
+    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """(rows of the whole epoch in batch order, (rows, cols, row_valid, col_valid) or None), on device."""
+        n = self.num_samples
+        _, _, h, w = self.images.shape
         g = self.generator(epoch)
-        order = torch.randperm(n, generator=g) if self.shuffle else None
-        if not self.plan.active:
-            return (None if order is None else order.to(self.device)), None
-        p = self.plan
-        rows, row_valid = _axis_index(n, h, p.crop_padding, p.vertical_flip, p.padding_mode, g)
-        cols, col_valid = _axis_index(n, w, p.crop_padding, p.horizontal_flip, p.padding_mode, g)
-        if order is None:
-            order = torch.arange(n)
-        grid = [order, rows, cols]
-        if row_valid is not None and col_valid is not None:
-            grid += [row_valid, col_valid]
-        moved = [t.to(self.device) for t in grid]
-        return moved[0], tuple(moved[1:])
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        rows = order if self.rows is None else self.rows.index_select(0, order)
+        p, s = self.plan, self.image_size
+        if self.transform is not None or not (p.active or (h, w) != (s, s)):
+            return rows, None
+        r, r_valid = _axis_index(n, h, s, p, p.vertical_flip, g)
+        c, c_valid = _axis_index(n, w, s, p, p.horizontal_flip, g)
+        grid = [r, c] + ([r_valid, c_valid] if r_valid is not None and c_valid is not None else [])
+        return rows, tuple(t.to(self.device) for t in grid)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._epoch
         self._epoch += 1
-        order, aug = self._epoch_plan(epoch)
-        images, labels, scale, shift = self.images, self.labels, self.scale, self.shift
-        channels_last = self.memory_format is torch.channels_last
-        for start, end in self.bounds:
-            if order is None:
-                xb, yb = images[start:end], labels[start:end]
-            else:
-                # index_select: several times faster than images[idx] on small CPU batches.
-                idx = order[start:end]
-                yb = labels.index_select(0, idx)
-                xb = images.index_select(0, idx) if aug is None else self._gather(idx, aug, start, end)
-            x = xb.float().mul_(scale).add_(shift)  # .float() copies, so in place is safe
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        rows, aug = self._epoch_plan(epoch)
+        for i, (start, end) in enumerate(self.bounds):
+            # index_select: several times faster than images[idx] on small CPU batches.
+            idx = rows[start:end]
+            yb = self.labels.index_select(0, idx)
+            xb = self.images.index_select(0, idx) if aug is None else self._gather(idx, aug, start, end)
+            if self.transform is None and self.mixer is None:
+                yield self.normalizer(xb, self.channels_last), yb
+                continue
+            with seeded(seed_of(self.seed, epoch, i)):
+                if self.transform is not None:
+                    xb = apply_per_sample(self.transform, xb)
+                x = self.normalizer(xb, self.channels_last)
+                if self.mixer is not None:
+                    x, yb = self.mixer(x, yb)
             yield x, yb
 
     def _gather(self, idx: torch.Tensor, aug: tuple[torch.Tensor, ...], start: int, end: int) -> torch.Tensor:
-        """Shuffle, then crop/flip as one gather per axis; zero the padded area when padding is zeros."""
+        """Crop/flip as one gather per axis; zero the padded area when padding is zeros."""
         xb = self.images.index_select(0, idx)
-        b, c, h, w = xb.shape
+        b, c, _, w = xb.shape
+        s = self.image_size
         rows, cols = aug[0][start:end], aug[1][start:end]
-        xb = xb.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, w))
-        xb = xb.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+        xb = xb.gather(2, rows.view(b, 1, s, 1).expand(b, c, s, w))
+        xb = xb.gather(3, cols.view(b, 1, 1, s).expand(b, c, s, s))
         if len(aug) == 4:
-            xb = xb * (aug[2][start:end].view(b, 1, h, 1) & aug[3][start:end].view(b, 1, 1, w))
+            xb = xb * (aug[2][start:end].view(b, 1, s, 1) & aug[3][start:end].view(b, 1, 1, s))
         return xb

@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "FAMILIES": "factory",
     "count_parameters": "factory",
     "create_model": "factory",
+    "head_keys": "factory",
     "load_weights": "factory",
     "model_size_mb": "factory",
     "resolve_architecture": "factory",

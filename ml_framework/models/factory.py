@@ -7,6 +7,7 @@
 | `simple_cnn`, `mlp`                  | built-in    | width, depth, dropout, kwargs (see below)|
 | `resnet18`, `torchvision/<name>`     | torchvision | dropout, kwargs                          |
 | `timm/<name>`                        | timm        | dropout (as `drop_rate`), kwargs         |
+| `sklearn/<Estimator>`, `xgboost`, `lightgbm` | tabular (models/tabular.py) | `model.<param>`, kwargs |
 
 `num_classes`, `pretrained` and `weights_path` apply to every family. torchvision models whose
 constructor takes `dropout` (efficientnet, mobilenet, vgg, vit, ...) get it there; the others
@@ -16,7 +17,9 @@ A key that cannot reach its family's constructor (`width`/`depth` off their defa
 torchvision or timm, `weights_path` without `pretrained`) is a ConfigError, never silently ignored.
 Built-in kwargs: `simple_cnn` takes `convs_per_block`; `mlp` takes none.
 
-Nothing is ever downloaded: pretrained weights come from the local file `model.weights_path`.
+`model.pretrained: true` loads the library's weights (`models/pretrained.py`: torchvision's weights API
+with torch hub's cache, timm's Hugging Face hub cache) and replaces the classifier head for
+`num_classes`; with `model.weights_path` it loads that local file instead.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ml_framework.config.schema import ModelConfig
+from ml_framework.checkpoint import load_checkpoint
+from ml_framework.config.schema import ModelConfig, takes_estimator_params
 from ml_framework.errors import ConfigError, closest, unknown_key_message
 from ml_framework.models.builtin import BUILTIN_MODELS
 
@@ -156,18 +159,23 @@ def _build_torchvision(
     named, open_kwargs = _signature_params(model_cls.__init__)
     if not open_kwargs:
         _check_kwargs(kwargs, named - {"num_classes"}, arch)
-    args = {**TORCHVISION_DEFAULT_KWARGS.get(arch, {}), **kwargs}
+    pretrained = library_weights(model_cfg)
+    # With weights the builder sets what they need (aux heads, input size) itself.
+    args = {**({} if pretrained else TORCHVISION_DEFAULT_KWARGS.get(arch, {})), **kwargs}
     dropout = float(_cfg(model_cfg, "dropout"))
     takes_dropout = "dropout" in named
     if takes_dropout:
         args.setdefault("dropout", dropout)
     for param, value in _image_size_args(image_size).items():
-        if param in named:
+        if param in named and not pretrained:
             args.setdefault(param, value)
     get_model = torchvision.models.get_model
-    model = _construct(get_model, arch, name=arch, weights=None, num_classes=num_classes, **args)
+    if pretrained:
+        model = _torchvision_pretrained(arch, model_cfg, num_classes, args)
+    else:
+        model = _construct(get_model, arch, name=arch, weights=None, num_classes=num_classes, **args)
     if channels != 3:
-        _adapt_first_conv(model, channels)
+        _adapt_first_conv(model, channels, keep_filters=pretrained)
     if not takes_dropout and dropout > 0:
         _add_head_dropout(model, arch, dropout)
     return model
@@ -180,16 +188,54 @@ def _build_timm(
 
     _check_builtin_only(arch, model_cfg)
     name = arch.removeprefix("timm/")
+    pretrained: dict[str, Any] = {"pretrained": False}
+    if library_weights(model_cfg):  # timm loads them (HF hub cache) and fits the head to num_classes
+        from ml_framework.models.pretrained import timm_pretrained_args
+
+        pretrained = timm_pretrained_args(name)
     return _construct(
         timm.create_model,
         arch,
         model_name=name,
-        pretrained=False,
+        **pretrained,
         num_classes=num_classes,
         in_chans=channels,
         drop_rate=float(_cfg(model_cfg, "dropout")),
         **kwargs,
     )
+
+
+def _torchvision_pretrained(arch: str, model_cfg: Any, num_classes: int, args: dict[str, Any]) -> nn.Module:
+    """Build with `weights=` (the file from torch hub's cache), then replace the head for num_classes."""
+    import pickle
+
+    import torchvision
+
+    from ml_framework.models.pretrained import ensure_torchvision_file, torchvision_weights
+
+    weights = torchvision_weights(arch, str(_cfg(model_cfg, "weights")))
+    path = ensure_torchvision_file(arch, weights)
+    try:  # torchvision reads the file with torch.load(weights_only=True)
+        model = _construct(torchvision.models.get_model, arch, name=arch, weights=weights, **args)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ConfigError(f"cannot load the {weights} file {path}: {e}; delete it (or replace it)") from e
+    _replace_head(model, arch, num_classes)
+    return model
+
+
+def _replace_head(model: nn.Module, arch: str, num_classes: int) -> None:
+    """A fresh classifier with `num_classes` outputs in place of the pretrained one (same input)."""
+    found = _classifier(model)
+    if found is None:
+        raise ConfigError(f"model.architecture={arch!r}: no classifier layer to fit to {num_classes} classes")
+    name, old = found
+    if isinstance(old, nn.Linear):
+        if old.out_features != num_classes:
+            _replace(model, name, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+    elif old.out_channels != num_classes:  # a 1x1-conv classifier (squeezenet)
+        _replace(model, name, nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size))
+    if hasattr(model, "num_classes"):
+        model.num_classes = num_classes
 
 
 def _image_size_args(image_size: int) -> dict[str, Any]:
@@ -219,7 +265,12 @@ def _timm_suggestions(name: str) -> list[str]:
 
 
 def resolve_architecture(arch: str) -> tuple[str, str]:
-    """`model.architecture` -> (family, canonical architecture), or a ConfigError with suggestions."""
+    """`model.architecture` -> (family, canonical architecture), or a ConfigError with suggestions.
+    Tabular estimators (`sklearn/<Estimator>`, `xgboost`, `lightgbm`) are built by models/tabular.py."""
+    if takes_estimator_params(arch):
+        from ml_framework.models.tabular import family
+
+        return family(arch), arch
     prefix = next((p for p in PREFIXES if arch.startswith(p)), None)
     if prefix is not None:
         family, name = PREFIXES[prefix], arch.removeprefix(prefix)
@@ -300,8 +351,9 @@ def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
     return None
 
 
-def _adapt_first_conv(model: nn.Module, channels: int) -> None:
-    """Replace an RGB stem conv by one taking `channels` inputs (same geometry otherwise)."""
+def _adapt_first_conv(model: nn.Module, channels: int, keep_filters: bool = False) -> None:
+    """Replace an RGB stem conv by one taking `channels` inputs (same geometry otherwise); with
+    `keep_filters` a 1-channel stem gets the pretrained RGB filters summed (as timm's in_chans=1)."""
     found = _first_conv(model)
     if found is None or found[1].in_channels == channels:
         return
@@ -317,14 +369,20 @@ def _adapt_first_conv(model: nn.Module, channels: int) -> None:
         bias=old.bias is not None,
         padding_mode=old.padding_mode,
     )
+    if keep_filters and channels == 1:
+        with torch.no_grad():
+            new.weight.copy_(old.weight.sum(dim=1, keepdim=True))
+            if old.bias is not None:
+                new.bias.copy_(old.bias)
     _replace(model, name, new)
 
 
 # --------------------------------------------------------------------------- weights
 
 
-def _head_keys(model: nn.Module) -> set[str]:
-    """state_dict keys of the classifier."""
+def head_keys(model: nn.Module) -> set[str]:
+    """Names of the classifier's parameters (as in state_dict and named_parameters): the head that
+    fine-tuning keeps trainable while the rest, the backbone, is frozen or gets its own lr."""
     found = _classifier(model)
     if found is None:
         return set()
@@ -333,15 +391,7 @@ def _head_keys(model: nn.Module) -> set[str]:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # A full training checkpoint (`last.pt`: optimizer, RNG states) needs the full unpickler;
-            # the file is the user's own local file.
-            data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ConfigError(f"model.weights_path={str(path)!r}: cannot read weights: {e}") from e
+    data = load_checkpoint(path, what="model.weights_path")  # weights-only: never runs code
     if isinstance(data, Mapping):
         for key in STATE_DICT_KEYS:
             if isinstance(data.get(key), Mapping):
@@ -375,8 +425,8 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
-            f"model.weights_path={str(path)!r} does not exist; weights are never downloaded, "
-            "point model.weights_path at a local .pt file"
+            f"model.weights_path={str(path)!r} does not exist; point it at a local .pt file, or remove it "
+            "to load the library's published weights (model.pretrained=true)"
         )
     loaded = _read_state_dict(path)
     own = model.state_dict()
@@ -392,7 +442,7 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
         )
     first = _first_conv(model)
     stem = f"{first[0]}.weight" if first else None
-    heads, skipped, bad = _head_keys(model), [], []
+    heads, skipped, bad = head_keys(model), [], []
     for key, value in loaded.items():
         want = own[key].shape
         if value.shape == want:
@@ -430,12 +480,17 @@ def _num_classes(model_cfg: Any, num_classes: int) -> int:
     return num_classes
 
 
-def _check_pretrained(model_cfg: Any) -> str | None:
+def library_weights(model_cfg: Any) -> bool:
+    """Whether the pretrained weights come from torchvision's / timm's API (not model.weights_path)."""
+    return bool(_cfg(model_cfg, "pretrained")) and not _cfg(model_cfg, "weights_path")
+
+
+def _check_pretrained(model_cfg: Any, family: str) -> str | None:
     pretrained, weights_path = bool(_cfg(model_cfg, "pretrained")), _cfg(model_cfg, "weights_path")
-    if pretrained and not weights_path:
+    if pretrained and not weights_path and family == "builtin":
         raise ConfigError(
-            "model.pretrained=true needs model.weights_path: weights are never downloaded, so set "
-            "model.weights_path to a local state_dict or checkpoint file"
+            f"model.pretrained=true: the built-in {_cfg(model_cfg, 'architecture')} has no published "
+            "weights; set model.weights_path to a local state_dict, or use a torchvision or timm/<name> model"
         )
     if weights_path and not pretrained:
         raise ConfigError(
@@ -479,12 +534,17 @@ def create_model(model_cfg: Any, *, channels: int, image_size: int, num_classes:
     the CPU in train mode, checked with one forward pass.
     """
     num_classes = _num_classes(model_cfg, num_classes)
-    weights_path = _check_pretrained(model_cfg)
     arch = str(_cfg(model_cfg, "architecture"))
     dropout = float(_cfg(model_cfg, "dropout"))
     if not 0 <= dropout < 1:
         raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
     family, arch = resolve_architecture(arch)
+    weights_path = _check_pretrained(model_cfg, family)
+    if family not in FAMILIES:
+        raise ConfigError(
+            f"model.architecture={arch!r} is a tabular estimator: it trains on a table (set data.format: csv "
+            "or parquet, data.path and data.target), not on images"
+        )
     kwargs = dict(_cfg(model_cfg, "kwargs") or {})
     model = FAMILIES[family](arch, model_cfg, channels, image_size, num_classes, kwargs)
     if weights_path is not None:

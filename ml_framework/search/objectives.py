@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from ml_framework.errors import ConfigError
+from ml_framework.training.metrics import METRIC_NAMES, TABULAR_METRIC_NAMES
 
 if TYPE_CHECKING:
     import optuna
@@ -21,16 +22,8 @@ if TYPE_CHECKING:
 
     from ml_framework.training.run import TrainResult
 
-# Trainer metrics are read at the best epoch; these are measured on the trained model instead.
-TRAINER_METRICS: tuple[str, ...] = (
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_f1",
-    "lr",
-    "epoch_time",
-)
+# Trainer metrics are read at the best epoch; the others are measured on the trained model instead.
+TRAINER_METRICS = tuple(dict.fromkeys((*METRIC_NAMES, *TABULAR_METRIC_NAMES)))
 LATENCY_WARMUP = 5
 LATENCY_REPEATS = 30
 
@@ -74,7 +67,12 @@ def measure_latency_ms(
 def _latency(t: Trained) -> float:
     device = next(t.model.parameters()).device
     d = t.cfg.data
-    return measure_latency_ms(t.model, (d.channels, d.image_size, d.image_size), device)
+    size = d.image_size
+    if size is None:  # resolved by the run (weights preset or default) and recorded in its config.yaml
+        import yaml
+
+        size = yaml.safe_load((t.result.run_dir / "config.yaml").read_text())["data"]["image_size"]
+    return measure_latency_ms(t.model, (d.channels, size, size), device)
 
 
 def _model_mb(t: Trained) -> float:
@@ -110,20 +108,49 @@ def check_objectives(metrics: Sequence[str], where: str = "search.metrics") -> N
         raise ConfigError(f"{where}: {list(metrics)} names an objective twice")
 
 
-def monitor_metric(
-    metrics: Sequence[str], directions: Sequence[str], default: tuple[str, str]
-) -> tuple[str, str]:
-    """(metric, direction) of the best checkpoint: the first trainer metric among the objectives."""
+# Which way is better, by a word of the metric's name (`val_loss` -> loss). The one table for every
+# objective: a new metric whose name holds one of these words needs no entry of its own.
+DIRECTION_WORDS: dict[str, str] = {
+    **dict.fromkeys(
+        ("loss", "latency", "params", "mb", "size", "time", "error", "rmse", "mae", "mse"), "minimize"
+    ),
+    **dict.fromkeys(("acc", "accuracy", "f1", "auc", "r2", "precision", "recall"), "maximize"),
+}
+
+
+def implied_direction(metric: str) -> str | None:
+    """`maximize`/`minimize` from the last word of the metric's name found in DIRECTION_WORDS."""
+    for word in reversed(metric.lower().split("_")):
+        if word in DIRECTION_WORDS:
+            return DIRECTION_WORDS[word]
+    return None
+
+
+def default_direction(metric: str, where: str = "search.metric") -> str:
+    """The direction `metric`'s name implies; an error when it implies none."""
+    direction = implied_direction(metric)
+    if direction is not None:
+        return direction
+    raise ConfigError(
+        f"{where}: cannot tell whether '{metric}' should be maximised or minimised; "
+        "set search.direction (or search.directions / --directions)"
+    )
+
+
+def monitor_metric(metrics: Sequence[str], directions: Sequence[str], training: Any) -> tuple[str, str]:
+    """(metric, direction) of a trial's best checkpoint: the first trainer metric among the objectives,
+    else the config's own `training.monitor` (latency, size and time are not per-epoch metrics)."""
     for m, d in zip(metrics, directions, strict=True):
         if m in TRAINER_METRICS:
             return m, d
-    return default
+    return training.monitor, "maximize" if training.monitor_mode == "max" else "minimize"
 
 
 class _ModelCapture:
     """Trainer callback keeping a reference to the trained model (for latency and size)."""
 
     model: Any = None
+    per_epoch = False  # reads no epoch metrics: a booster need not evaluate its rounds for it
 
     def on_train_start(self, trainer: Any) -> None:
         self.model = trainer.model
@@ -149,7 +176,13 @@ def train_and_measure(
 
     capture = _ModelCapture()
     result = run_training(
-        cfg, [capture, *callbacks], run_dir=run_dir, resume=resume, progress=False, hparams_extra=hparams
+        cfg,
+        [capture, *callbacks],
+        run_dir=run_dir,
+        resume=resume,
+        progress=False,
+        hparams_extra=hparams,
+        trial=True,
     )
     trained = Trained(result, capture.model, cfg)
     return result, [EXTRACTORS[m](trained) for m in metrics]
@@ -199,8 +232,14 @@ def run_folds(
         fold_cfg.data.fold = k
         fold_cfg.data.n_folds = cv.n_folds
         fold_cfg.data.stratified_folds = cv.stratified
+        last = run_dir / f"fold_{k}" / "checkpoints" / "last.pt"  # a retried trial's fold continues
         result, values = train_and_measure(
-            fold_cfg, metrics, (), run_dir / f"fold_{k}", {**hparams, "fold": k}
+            fold_cfg,
+            metrics,
+            (),
+            run_dir / f"fold_{k}",
+            {**hparams, "fold": k},
+            resume=last if last.is_file() else None,
         )
         per_fold.append(values)
         scores = [v[0] for v in per_fold]
@@ -208,7 +247,7 @@ def run_folds(
         if prune:
             running = cv.aggregate(scores)
             trial.report(running, k + 1)
-            if trial.should_prune():
+            if k + 1 < cv.n_folds and trial.should_prune():  # never after the last fold
                 raise optuna.TrialPruned(f"pruned after fold {k + 1} with mean {metrics[0]}={running:.4f}")
     assert result is not None
     return result, [cv.aggregate(col) for col in zip(*per_fold, strict=True)]

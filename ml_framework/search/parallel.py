@@ -24,17 +24,19 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import Progress
 
-from ml_framework.errors import ConfigError
-from ml_framework.search.outputs import best_trial, state_counts
+from ml_framework.search.best import best_trial
+from ml_framework.search.outputs import state_counts
 from ml_framework.search.runner import (
     SearchOutcome,
     _final_report,
     _Reporter,
+    finish_tracking,
     make_objective,
     start_study,
     trial_line,
 )
 from ml_framework.search.study import BUDGET_STATES, SearchSettings, run_worker
+from ml_framework.search.tracking import StudyTracker
 from ml_framework.training.progress import make_progress
 
 State = optuna.trial.TrialState
@@ -61,22 +63,12 @@ def visible_devices() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def gpu_assignment(n_workers: int, devices: Sequence[str], gpus_per_trial: int = 1) -> list[str | None]:
-    """CUDA_VISIBLE_DEVICES of each worker: `gpus_per_trial` devices each, round-robin over
-    `devices` (workers share GPUs when there are fewer than they need); None without GPUs."""
-    if gpus_per_trial < 1:
-        raise ConfigError(f"--gpus-per-trial must be at least 1, got {gpus_per_trial}")
+def gpu_assignment(n_workers: int, devices: Sequence[str]) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each worker: one device each, round-robin over `devices` (workers
+    share GPUs when there are more workers than GPUs); None without GPUs."""
     if not devices:
         return [None] * n_workers
-    if gpus_per_trial > len(devices):
-        raise ConfigError(
-            f"--gpus-per-trial {gpus_per_trial} but only {len(devices)} GPU(s) are visible "
-            f"({','.join(devices)}): lower it or set CUDA_VISIBLE_DEVICES"
-        )
-    return [
-        ",".join(devices[(w * gpus_per_trial + j) % len(devices)] for j in range(gpus_per_trial))
-        for w in range(n_workers)
-    ]
+    return [devices[w % len(devices)] for w in range(n_workers)]
 
 
 @dataclass
@@ -87,27 +79,17 @@ class WorkerSpec:
     cfg: DictConfig
     settings: SearchSettings
     target: int
-    deadline: float | None  # time.time() after which no trial starts
     fail_fast: bool
 
 
-def worker_seed(seed: int | None, index: int, n_existing: int) -> int | None:
-    return None if seed is None else seed + index * WORKER_SEED_STRIDE + n_existing
-
-
 def _worker_study(spec: WorkerSpec) -> optuna.Study:
-    from ml_framework.search.registry import create_pruner, create_sampler
-    from ml_framework.search.study import storage_for
+    from ml_framework.search.registry import create_pruner
+    from ml_framework.search.study import storage_for, study_sampler
 
     s = spec.settings
     storage = storage_for(s, must_exist=True)
     n_existing = len(optuna.load_study(study_name=s.study_name, storage=storage).trials)
-    sampler_spec = dict(s.sampler_spec)
-    if sampler_spec.get("seed") is not None:
-        sampler_spec["seed"] = worker_seed(int(sampler_spec["seed"]), spec.index, n_existing)
-    sampler = create_sampler(
-        sampler_spec, s.space, seed=worker_seed(s.seed, spec.index, n_existing), n_workers=s.n_workers
-    )
+    sampler = study_sampler(s, spec.index * WORKER_SEED_STRIDE + n_existing)
     return optuna.load_study(
         study_name=s.study_name, storage=storage, sampler=sampler, pruner=create_pruner(s.pruner_spec)
     )
@@ -130,19 +112,23 @@ def worker_main(spec: WorkerSpec) -> None:
     logging.getLogger("ml_framework").setLevel(logging.WARNING)
     s = spec.settings
     code = 0
+    tracker = None
     try:
         study = _worker_study(spec)
         reporter = _Reporter(s, spec.cfg, Console(quiet=True), None)
-        remaining = None if spec.deadline is None else max(spec.deadline - time.time(), 0.0)
+        tracker = StudyTracker.open(spec.cfg, s, study, main=False)  # attaches to the parent run
         run_worker(
             study,
-            make_objective(spec.cfg, s),
+            make_objective(spec.cfg, s, tracker),
             target=spec.target,
             lock_path=s.path / ".budget.lock",
             storage_url=s.storage_url,
-            timeout=remaining,
+            grid=s.grid,
             fail_fast=spec.fail_fast,
-            callbacks=[lambda st, _t: reporter.refresh(st)],  # outputs stay current if all die
+            callbacks=[
+                lambda st, _t: reporter.refresh(st),  # outputs stay current if all die
+                *([tracker.on_trial_end] if tracker is not None else []),
+            ],
             should_stop=lambda: reporter.should_stop(study),  # computed from the storage: all agree
         )
     except KeyboardInterrupt:
@@ -150,6 +136,8 @@ def worker_main(spec: WorkerSpec) -> None:
     except Exception:
         traceback.print_exc()
         code = 1
+    if tracker is not None:
+        tracker.close()  # os._exit skips atexit: end the tracker's runs and service now
     # Every result is in the storage and the outputs by now; tearing down the interpreter (torch's
     # modules) would keep the study waiting for about a second per worker for nothing.
     logging.shutdown()
@@ -234,7 +222,6 @@ def run_parallel_search(
     config_path: str = "",
     fail_fast: bool = False,
     console: Console | None = None,
-    gpus_per_trial: int | None = None,
     poll_interval: float = 1.0,
 ) -> SearchOutcome:
     """Run the search with `settings.n_workers` worker processes on this machine."""
@@ -245,7 +232,7 @@ def run_parallel_search(
     if not cfg.training.num_threads:  # an explicit value is the user's choice
         cfg.training.num_threads = threads_per_worker(k)
     on_gpu = str(cfg.training.device) != "cpu"
-    devices = gpu_assignment(k, visible_devices() if on_gpu else [], gpus_per_trial or 1)
+    devices = gpu_assignment(k, visible_devices() if on_gpu else [])
     gpus = f", GPUs {', '.join(d or '-' for d in devices)}" if any(devices) else ""
     study, target, _ = start_study(
         settings,
@@ -254,8 +241,8 @@ def run_parallel_search(
         console,
         f" with {k} workers ({cfg.training.num_threads} CPU thread(s) each{gpus})",
     )
-    deadline = time.time() + settings.timeout if settings.timeout else None
-    specs = [WorkerSpec(i, cfg, dataclasses.replace(settings), target, deadline, fail_fast) for i in range(k)]
+    tracker = StudyTracker.open(cfg, settings, study, main=True)  # the parent run, before any worker
+    specs = [WorkerSpec(i, cfg, dataclasses.replace(settings), target, fail_fast) for i in range(k)]
     progress = make_progress(console)
     monitor = _Monitor(study, settings.metrics, console, progress, target)
     outcome = SearchOutcome(ok=True)
@@ -287,4 +274,5 @@ def run_parallel_search(
     _final_report(console, study, settings, outcome.summary, time.perf_counter() - started, config_path)
     if best_trial(study) is None and not settings.multi_objective:
         outcome.ok = False
+    finish_tracking(tracker, study, outcome, console)
     return outcome

@@ -235,6 +235,21 @@ def create_sampler(
     return _construct(cls, kwargs, where)
 
 
+def switch_type(spec: Mapping[str, Any] | str, new_type: str, kind: str) -> tuple[dict[str, Any], list[str]]:
+    """`--sampler`/`--pruner` over the config's `search.<kind>` spec: the new type keeps the spec's
+    arguments its constructor takes (seed, n_startup_trials, ...). Returns the new spec and the
+    names of the arguments it cannot take."""
+    resolve, names, module = {
+        "sampler": (resolve_sampler_name, SAMPLER_NAMES, "optuna.samplers"),
+        "pruner": (resolve_pruner_name, PRUNER_NAMES, "optuna.pruners"),
+    }[kind]
+    _, kwargs = _split(spec, f"search.{kind}", resolve)
+    name = resolve(new_type)
+    params = inspect.signature(_classes(module, names)[name]).parameters
+    kept = {k: v for k, v in kwargs.items() if k in params}
+    return {"type": name, **kept}, sorted(set(kwargs) - set(kept))
+
+
 def create_pruner(spec: Mapping[str, Any] | str, *, where: str = "search.pruner") -> BasePruner:
     """Build the pruner of `search.pruner`; PatientPruner's `wrapped_pruner` is itself a spec."""
     name, kwargs = _split(spec, where, resolve_pruner_name)
@@ -265,7 +280,7 @@ def pruner_warnings(
         if isinstance(value, int) and not isinstance(value, bool) and value >= num_epochs:
             warnings.append(
                 f"{where}: {name} {arg}={value} but runs report steps 1..{num_epochs} (training.num_epochs), "
-                f"so {what} only at the last epoch or never and nothing is pruned; use {arg} < {num_epochs}"
+                f"so {what} at the last epoch (never pruned) or later: no pruning; use {arg} < {num_epochs}"
             )
     max_resource = kwargs.get("max_resource")
     if name == "HyperbandPruner" and isinstance(max_resource, int) and max_resource > num_epochs:

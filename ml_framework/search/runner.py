@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,12 +14,23 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from ml_framework.search.best import best_trial
+from ml_framework.search.enqueue import enqueue
 from ml_framework.search.importance import EVALUATORS, param_importances
 from ml_framework.search.objective import Objective, prune_non_best_weights
 from ml_framework.search.objectives import monitor_metric
-from ml_framework.search.outputs import best_trial, state_counts, write_outputs
-from ml_framework.search.pareto import enqueue, format_values, pareto_table, write_strategy_outputs
-from ml_framework.search.study import BUDGET_STATES, SearchSettings, open_study, run_worker
+from ml_framework.search.outputs import format_values, state_counts, write_outputs
+from ml_framework.search.pareto import pareto_table, write_pareto_outputs
+from ml_framework.search.storage import mask_url
+from ml_framework.search.study import (
+    BUDGET_STATES,
+    SearchSettings,
+    join_budget,
+    open_study,
+    run_worker,
+    time_left,
+)
+from ml_framework.search.tracking import StudyTracker
 from ml_framework.training.progress import make_progress
 
 State = optuna.trial.TrialState
@@ -44,6 +56,8 @@ def trial_line(trial: optuna.trial.FrozenTrial, metric: str | list[str]) -> str:
     elif trial.state == State.PRUNED:
         at = "after fold" if "cv_scores" in trial.user_attrs else "at epoch"
         detail = f"pruned {at} {trial.last_step}"
+        if trial.user_attrs.get("diverged"):
+            detail = f"diverged (NaN/inf loss) at epoch {trial.user_attrs.get('last_epoch')}, pruned"
     else:
         detail = f"error: {trial.user_attrs.get('error', 'see log')}"
     return f"Trial {trial.number:03d} {state} {detail}  {format_params(trial.params)}"
@@ -66,7 +80,7 @@ class _Reporter:
         return self.stopped_early
 
     def refresh(self, study: optuna.Study) -> dict[str, Any]:
-        extra = write_strategy_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics)
+        extra = write_pareto_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics)
         if self.settings.early_stop is not None:
             extra["stopped_early"] = self.stopped_early
             extra["trials_without_improvement"] = self.settings.early_stop.trials_without_improvement(study)
@@ -89,10 +103,11 @@ class _Reporter:
             )
 
 
-def make_objective(cfg: DictConfig, settings: SearchSettings) -> Objective:
+def make_objective(
+    cfg: DictConfig, settings: SearchSettings, tracker: StudyTracker | None = None
+) -> Objective:
     """The trial function of a search, the same in this process and in every worker process."""
-    own_monitor = (cfg.training.monitor, "maximize" if cfg.training.monitor_mode == "max" else "minimize")
-    metric, direction = monitor_metric(settings.metrics, settings.directions, own_monitor)
+    metric, direction = monitor_metric(settings.metrics, settings.directions, cfg.training)
     return Objective(
         cfg,
         settings.space,
@@ -102,6 +117,7 @@ def make_objective(cfg: DictConfig, settings: SearchSettings) -> Objective:
         settings.keep_checkpoints,
         objectives=tuple(settings.metrics),
         cv=settings.cv,
+        trial_callbacks=tracker.trial_callbacks if tracker is not None else None,
     )
 
 
@@ -111,14 +127,20 @@ def start_study(
     """Open (or create) the study, queue `--enqueue` sets, print one line about it.
     Returns the study, its budget of finished trials and how many it already has."""
     study, target = open_study(settings, mode, config_path)
+    if mode == "join":
+        target, note = join_budget(study, target, settings.n_trials)
+        if note:
+            console.print(f"[yellow]note:[/] {note}")
     if settings.enqueue:
         waiting = enqueue(study, settings.enqueue)
         console.print(f"enqueued: {waiting} parameter set(s) run first")
     already = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
+    left = time_left(study)
+    until = "" if left is None else f", starting trials for {max(left, 0):.0f}s more (search.timeout)"
     console.print(
-        f"[bold]study[/] {settings.study_name} ({settings.storage_url}): {settings.metrics[0]} "
+        f"[bold]study[/] {settings.study_name} ({mask_url(settings.storage_url)}): {settings.metrics[0]} "
         f"{settings.directions[0]}, sampler {study.user_attrs.get('sampler')}, pruner "
-        f"{study.user_attrs.get('pruner')}; {already} finished, running to {target}{workers}"
+        f"{study.user_attrs.get('pruner')}; {already} finished, running to {target}{until}{workers}"
     )
     return study, target, already
 
@@ -136,7 +158,8 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ml_framework").setLevel(logging.WARNING)
     study, target, already = start_study(settings, mode, config_path, console)
-    objective = make_objective(cfg, settings)
+    tracker = StudyTracker.open(cfg, settings, study, main=True)
+    objective = make_objective(cfg, settings, tracker)
     progress = make_progress(console)
     reporter = _Reporter(settings, cfg, console, progress)
     if reporter.task is not None:
@@ -151,9 +174,9 @@ def run_search(
                 target=target,
                 lock_path=settings.path / ".budget.lock",
                 storage_url=settings.storage_url,
-                timeout=settings.timeout,
+                grid=settings.grid,
                 fail_fast=fail_fast,
-                callbacks=[reporter],
+                callbacks=[reporter, *([tracker.on_trial_end] if tracker is not None else [])],
                 should_stop=lambda: reporter.should_stop(study),
             )
     except KeyboardInterrupt:
@@ -167,7 +190,20 @@ def run_search(
     _final_report(console, study, settings, outcome.summary, time.perf_counter() - started, config_path)
     if best_trial(study) is None and not settings.multi_objective:
         outcome.ok = False
+    finish_tracking(tracker, study, outcome, console)
     return outcome
+
+
+def finish_tracking(
+    tracker: StudyTracker | None, study: optuna.Study, outcome: SearchOutcome, console: Console
+) -> None:
+    """Close the study's runs in the tracker and say where they are."""
+    if tracker is None:
+        return
+    where = tracker.finish(study, interrupted=outcome.interrupted, ok=outcome.ok)
+    tracker.close()
+    if where:
+        console.print(f"tracking: {where}")
 
 
 def _final_report(
@@ -205,10 +241,15 @@ def _final_report(
     console.print(
         f"outputs: {out}/ (best_config.yaml, best_params.json, trial_history.csv, summary.json)\n"
         "next:\n"
-        f"  ml-visualise --mode search --study-name {settings.study_name} --storage {settings.storage_url}\n"
+        f"  ml-visualise --mode search --study-name {settings.study_name} "
+        f"--storage {mask_url(settings.storage_url)}\n"
         f"  ml-train --config {out / 'best_config.yaml'}\n"
         f"  tensorboard --logdir {out}"
     )
+    scores = best.user_attrs.get("cv_scores")
+    if scores:  # the strategy guide's last line: mean ± std over the best trial's folds
+        std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        console.print(f"Best Score: {statistics.fmean(scores):.4f} ± {std:.4f} ({len(scores)}-fold CV)")
 
 
 def _print_importances(console: Console, study: optuna.Study) -> None:

@@ -376,7 +376,7 @@ def validate_search_space(space: SearchSpace, cfg: DictConfig) -> None:
         here = f"{WHERE}.{p.name}"
         if p.name == "search" or p.name.startswith("search."):
             raise ConfigError(f"{here}: search.* keys configure the search itself and cannot be searched")
-        if not is_known_key(p.name):
+        if not is_known_key(p.name, cfg):
             candidates = [k for k in config_keys(cfg) if not k.startswith("search.")]
             raise ConfigError(unknown_key_message(p.name, candidates, WHERE))
         for value in _endpoints(p.distribution):

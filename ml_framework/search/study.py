@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,8 +13,15 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from ml_framework.errors import ConfigError
-from ml_framework.search.objectives import CrossValidation, check_objectives
-from ml_framework.search.pareto import EarlyStop
+from ml_framework.fileio import check_name
+from ml_framework.search.early_stop import EarlyStop
+from ml_framework.search.grid import GridPlan
+from ml_framework.search.objectives import (
+    CrossValidation,
+    check_objectives,
+    default_direction,
+    implied_direction,
+)
 from ml_framework.search.registry import (
     create_pruner,
     create_sampler,
@@ -26,15 +32,21 @@ from ml_framework.search.registry import (
 from ml_framework.search.space import (
     SearchSpace,
     effect_warnings,
-    grid_size,
     parse_search_space,
     validate_search_space,
 )
-from ml_framework.search.storage import default_storage_url, open_storage, study_dir
+from ml_framework.search.storage import (
+    default_storage_url,
+    mask_url,
+    open_storage,
+    remove_study_dir,
+    study_dir,
+)
 
 State = optuna.trial.TrialState
 BUDGET_STATES = (State.COMPLETE, State.PRUNED, State.RUNNING)
 TARGET_ATTR = "n_trials_target"
+DEADLINE_ATTR = "deadline"  # search.timeout as a time.time(): no trial of the study starts after it
 DEFAULT_SAMPLER = {"type": "TPESampler"}  # the schema default: replaced by NSGA-II for several objectives
 
 
@@ -60,6 +72,7 @@ class SearchSettings:
     cv: CrossValidation | None = None  # search.cross_validation (None: off)
     early_stop: EarlyStop | None = None  # search.early_stopping (None: off)
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # --enqueue parameter sets, run first
+    grid: GridPlan | None = None  # GridSampler: the points, queued one by one by the worker loop
 
     @property
     def path(self) -> Path:
@@ -68,6 +81,28 @@ class SearchSettings:
     @property
     def multi_objective(self) -> bool:
         return len(self.metrics) > 1
+
+
+def resolve_directions(s: DictConfig, metrics: list[str]) -> tuple[list[str], list[str]]:
+    """One direction per objective and warnings. `direction` goes with `metric`, `directions` with
+    `metrics`; an objective without one takes the direction its name implies (`val_loss` minimises)."""
+    where = "search.metrics" if s.metrics else "search.metric"
+    if s.directions:
+        given, key = list(s.directions), "search.directions"
+    elif s.direction and not s.metrics:
+        given, key = [s.direction], "search.direction"
+    else:
+        return [default_direction(m, where) for m in metrics], []
+    if len(given) != len(metrics):
+        raise ConfigError(f"{key} {given} must have one entry per metric in {metrics}")
+    warnings = []
+    for m, d in zip(metrics, given, strict=True):
+        if d not in ("maximize", "minimize"):
+            raise ConfigError(f"{key}: '{d}' is not maximize or minimize")
+        implied = implied_direction(m)
+        if implied not in (None, d):
+            warnings.append(f"{key}: {d} {m}? Its name implies {implied} (the default when unset)")
+    return given, warnings
 
 
 def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings:
@@ -81,23 +116,21 @@ def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings
     space = parse_search_space(spec)  # type: ignore[arg-type]
     validate_search_space(space, cfg)
     metrics = list(s.metrics) if s.metrics else [s.metric]
-    directions = list(s.directions) if s.directions else [s.direction] * len(metrics)
-    if len(directions) != len(metrics):
-        raise ConfigError(f"search.directions {directions} must have one entry per metric in {metrics}")
-    for d in directions:
-        if d not in ("maximize", "minimize"):
-            raise ConfigError(f"search direction '{d}' is not maximize or minimize")
     check_objectives(metrics, "search.metrics" if s.metrics else "search.metric")
+    directions, direction_warnings = resolve_directions(s, metrics)
     sampler_spec = dict(OmegaConf.to_container(s.sampler, resolve=True))  # type: ignore[arg-type]
     if len(metrics) > 1 and sampler_spec == DEFAULT_SAMPLER:
         sampler_spec = {"type": "NSGAIISampler"}  # several objectives and no sampler chosen
     n_trials = s.n_trials
+    grid = None
     if resolve_sampler_name(sampler_spec.get("type", "")) == "GridSampler":
-        size = grid_size(space)
-        n_trials = size if n_trials is None or size is None or n_trials > size else n_trials
+        grid = GridPlan.from_space(space, seed if seed is not None else sampler_spec.get("seed"))
+        n_trials = None if n_trials is None else min(n_trials, len(grid.points))  # None: every point
     pruner_spec = dict(OmegaConf.to_container(s.pruner, resolve=True))  # type: ignore[arg-type]
     settings = SearchSettings(
-        study_name=s.study_name or f"{cfg.data.dataset_name}_optimization",
+        study_name=check_name(
+            s.study_name or f"{cfg.data.dataset_name}_optimization", "--study-name (search.study_name)"
+        ),
         storage_url=s.storage or default_storage_url(cfg.output.runs_dir),
         metrics=metrics,
         directions=directions,
@@ -115,13 +148,16 @@ def resolve_settings(cfg: DictConfig, seed: int | None = None) -> SearchSettings
         max_retry=s.max_retry,
         cv=CrossValidation.from_config(s.cross_validation),
         early_stop=EarlyStop.from_config(s.early_stopping),
+        grid=grid,
     )
     # Build both once now so a bad type or kwarg fails before the study exists.
     create_sampler(sampler_spec, space, seed=seed, n_workers=settings.n_workers)
     create_pruner(pruner_spec)
-    settings.warnings = effect_warnings(space, cfg)
+    settings.warnings = direction_warnings + effect_warnings(space, cfg)
     if not settings.multi_objective:
-        settings.warnings += pruner_warnings(pruner_spec, cfg.training.num_epochs)
+        from ml_framework.training.tabular import run_steps
+
+        settings.warnings += pruner_warnings(pruner_spec, run_steps(cfg))  # epochs or boosting rounds
     elif resolve_pruner_name(pruner_spec.get("type", "")) != "NopPruner":
         settings.warnings.append(
             f"search.pruner {pruner_spec.get('type')} is ignored: Optuna cannot prune a study with several "
@@ -140,46 +176,66 @@ def storage_for(settings: SearchSettings, must_exist: bool = False) -> Any:
     )
 
 
+def check_same_objectives(study: optuna.Study, settings: SearchSettings) -> None:
+    """A resumed or joined study keeps its objectives: other metrics or directions would mix values
+    that cannot be compared."""
+    attrs = study.user_attrs
+    old_metrics = list(attrs.get("metrics") or [attrs.get("metric")])
+    old_dirs = [d.name.lower() for d in study.directions]
+    if old_metrics != settings.metrics or old_dirs != settings.directions:
+        old = ", ".join(f"{m} ({d})" for m, d in zip(old_metrics, old_dirs, strict=False))
+        new = ", ".join(f"{m} ({d})" for m, d in zip(settings.metrics, settings.directions, strict=True))
+        raise ConfigError(
+            f"study '{settings.study_name}' optimises {old}, but this search asks for {new}: use the "
+            "study's search.metric(s)/--optimize and --directions, or another --study-name"
+        )
+
+
+def study_sampler(settings: SearchSettings, shift: int) -> optuna.samplers.BaseSampler:
+    """This process's sampler, its seeds (--seed, or the spec's) moved by `shift`, so that a resume
+    or another worker does not replay the same draws. A grid study's trials are all queued points
+    (`GridPlan`), so its sampler is never asked for a value."""
+    if settings.grid is not None:
+        return optuna.samplers.RandomSampler()
+    spec = dict(settings.sampler_spec)
+    if spec.get("seed") is not None:
+        spec["seed"] = int(spec["seed"]) + shift
+    seed = None if settings.seed is None else settings.seed + shift
+    return create_sampler(spec, settings.space, seed=seed, n_workers=settings.n_workers)
+
+
 def open_study(settings: SearchSettings, mode: str, config_path: str = "") -> tuple[optuna.Study, int]:
     """Create (`new`, `overwrite`), continue (`resume`) or create-or-join (`join`) the study.
 
     Returns the study and the number of finished trials it must reach (its budget). A resumed
     seeded sampler is re-seeded with the number of existing trials so it does not replay them."""
-    if settings.n_trials is None and mode != "resume":
+    if settings.n_trials is None and mode != "resume" and settings.grid is None:
         raise ConfigError("search.n_trials (or --n-trials) is required for a new study")
     storage = storage_for(settings)
     names = optuna.get_all_study_names(storage)
     exists = settings.study_name in names
     if mode == "new" and exists:
         raise ConfigError(
-            f"study '{settings.study_name}' already exists in {settings.storage_url}: continue it with "
-            "--resume, replace it with --overwrite, or pick another --study-name"
+            f"study '{settings.study_name}' already exists in {mask_url(settings.storage_url)}: continue it "
+            "with --resume, replace it with --overwrite, or pick another --study-name"
         )
     if mode == "resume" and not exists:
         listed = ", ".join(names) or "none"
         raise ConfigError(
-            f"no study '{settings.study_name}' to resume in {settings.storage_url} (studies: {listed})"
+            f"no study '{settings.study_name}' to resume in {mask_url(settings.storage_url)} "
+            f"(studies: {listed})"
         )
     if mode == "overwrite":
-        if exists:
+        if exists:  # only a study that exists, and only its own dir inside the study root
+            remove_study_dir(settings.study_name, settings.runs_dir)
             optuna.delete_study(study_name=settings.study_name, storage=storage)
-        shutil.rmtree(settings.path, ignore_errors=True)
         exists = False
     n_existing = 0
     if exists:
         old = optuna.load_study(study_name=settings.study_name, storage=storage)
         n_existing = len(old.trials)
-        old_dirs = [d.name.lower() for d in old.directions]
-        if old_dirs != settings.directions:
-            raise ConfigError(
-                f"study '{settings.study_name}' optimises {old_dirs}, the config says {settings.directions}"
-            )
-    seed = None if settings.seed is None else settings.seed + n_existing
-    spec_seed = settings.sampler_spec.get("seed")
-    sampler_spec = dict(settings.sampler_spec)
-    if spec_seed is not None:
-        sampler_spec["seed"] = int(spec_seed) + n_existing
-    sampler = create_sampler(sampler_spec, settings.space, seed=seed, n_workers=settings.n_workers)
+        check_same_objectives(old, settings)
+    sampler = study_sampler(settings, n_existing)
     pruner = create_pruner(settings.pruner_spec)
     study = optuna.create_study(
         study_name=settings.study_name,
@@ -190,27 +246,58 @@ def open_study(settings: SearchSettings, mode: str, config_path: str = "") -> tu
         load_if_exists=True,
     )
     finished = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
+    wanted = settings.n_trials  # trials to run now; None: the study's own budget
+    if settings.grid is not None:  # a grid's budget: its points no finished trial holds
+        todo = settings.grid.todo(study.get_trials(deepcopy=False))
+        wanted = todo if wanted is None else min(wanted, todo)
+    deadline = time.time() + settings.timeout if settings.timeout else None
     if not exists:
         attrs = {
             "metric": settings.metrics[0],
             "metrics": settings.metrics,
             "directions": settings.directions,
-            "sampler": type(sampler).__name__,
+            "sampler": "GridSampler" if settings.grid is not None else type(sampler).__name__,
             "pruner": type(pruner).__name__,
             "search_space": {p.name: repr(p.distribution) for p in settings.space.params},
             "runs_dir": settings.runs_dir,
             "config_path": config_path,
-            TARGET_ATTR: settings.n_trials,
+            TARGET_ATTR: wanted,
+            DEADLINE_ATTR: deadline,
         }
         for k, v in attrs.items():
             study.set_user_attr(k, v)
-        target = settings.n_trials
-    elif mode == "resume" and settings.n_trials is not None:
-        target = finished + settings.n_trials
-        study.set_user_attr(TARGET_ATTR, target)
+        target = wanted
+    elif mode == "resume":  # a new time window from now (none without a timeout)
+        study.set_user_attr(DEADLINE_ATTR, deadline)
+        if wanted is None:  # no --n-trials: what is left of the study's budget
+            target = int(study.user_attrs.get(TARGET_ATTR) or finished)
+        else:
+            target = finished + wanted
+            study.set_user_attr(TARGET_ATTR, target)
     else:  # join: the budget set by whoever created the study
         target = int(study.user_attrs.get(TARGET_ATTR, settings.n_trials))
     return study, target
+
+
+def join_budget(study: optuna.Study, target: int, n_trials: int | None) -> tuple[int, str | None]:
+    """`--join --n-trials N` on an existing study: N is the study's total budget. A larger N raises
+    the stored budget for every worker; a smaller one leaves it (others count on it). Returns the
+    budget and a line saying what happened when N differs or nothing is left to run."""
+    finished = len(study.get_trials(deepcopy=False, states=BUDGET_STATES[:2]))
+    note = None
+    if n_trials is not None and n_trials > target:
+        study.set_user_attr(TARGET_ATTR, n_trials)
+        note = f"budget of study '{study.study_name}' raised from {target} to {n_trials} trials (--n-trials)"
+        target = n_trials
+    elif n_trials is not None and n_trials < target:
+        note = (
+            f"--n-trials {n_trials} is below the budget of study '{study.study_name}' ({target} trials), "
+            "which stays: joining never lowers a shared budget"
+        )
+    if finished >= target:
+        done = f"study '{study.study_name}' has {finished} finished trials of its {target}: nothing to run"
+        note = f"{note}; {done}" if note else f"{done} (a larger --n-trials raises the budget)"
+    return target, note
 
 
 class BudgetLock:
@@ -279,6 +366,12 @@ def budget_lock(lock_path: Path, storage_url: str = "", study_name: str = "") ->
     return BudgetLock(lock_path)
 
 
+def time_left(study: optuna.Study) -> float | None:
+    """Seconds until the study's deadline (search.timeout), None without one."""
+    deadline = study.user_attrs.get(DEADLINE_ATTR)
+    return None if deadline is None else deadline - time.time()
+
+
 @dataclass
 class _ReleasingObjective:
     objective: Callable[[optuna.Trial], Any]
@@ -295,7 +388,7 @@ def run_worker(
     *,
     target: int,
     lock_path: Path,
-    timeout: float | None = None,
+    grid: GridPlan | None = None,
     fail_fast: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
     should_stop: Callable[[], bool] = lambda: False,
@@ -307,10 +400,10 @@ def run_worker(
 
     With a heartbeat, stale trials (their worker died) are failed and re-queued before counting, and
     a worker whose budget is taken by trials running elsewhere waits for them instead of leaving:
-    if one of them dies, its retry still gets run."""
+    if one of them dies, its retry still gets run. A grid study also ends when every point is
+    taken; each trial runs the point `grid` queues. No trial starts after the study's deadline."""
     lock = budget_lock(lock_path, storage_url, study.study_name)
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
-    deadline = time.monotonic() + timeout if timeout else None
     failures = 0
     catch: tuple[type[Exception], ...] = () if fail_fast else (Exception,)
 
@@ -319,20 +412,23 @@ def run_worker(
         failures += trial.state == State.FAIL
 
     try:
-        while not should_stop() and (deadline is None or time.monotonic() < deadline):
+        while not should_stop():
+            remaining = time_left(study)
+            if remaining is not None and remaining <= 0:
+                break
             if failures >= max(target, 3):
                 raise RuntimeError(f"{failures} trials of this search failed; stopping (see their errors)")
             lock.acquire()
             if heartbeat:
                 optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False, states=BUDGET_STATES)
-            if len(trials) >= target:
+            if len(trials) >= target or (grid is not None and not grid.queue_next(study)):
                 lock.release()
-                if not heartbeat or sum(t.state != State.RUNNING for t in trials) >= target:
+                finished = sum(t.state != State.RUNNING for t in trials)
+                if not heartbeat or finished >= target or finished == len(trials):
                     break
                 time.sleep(poll_interval)
                 continue
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             study.optimize(
                 _ReleasingObjective(objective, lock),
                 n_trials=1,

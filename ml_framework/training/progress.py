@@ -75,9 +75,9 @@ def results_table(
     table.add_column("metric")
     table.add_column(f"best (epoch {best_epoch})", justify="right")
     table.add_column("final", justify="right")
-    for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1"):
-        if k in final:
-            table.add_row(k, f"{best.get(k, float('nan')):.4f}", f"{final[k]:.4f}")
+    for k, v in final.items():  # tables add val_roc_auc, val_rmse, ...
+        if k.startswith(("train_", "val_")):
+            table.add_row(k, f"{best.get(k, float('nan')):.4f}", f"{v:.4f}")
     for k, v in test.items():
         table.add_row(k, f"{v:.4f}", "")
     return table

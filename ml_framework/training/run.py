@@ -3,11 +3,13 @@ search trial. Data, model, optimizer, scheduler, run dir, logging and checkpoint
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,12 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from ml_framework.checkpoint import load_checkpoint
 from ml_framework.config import save_config
-from ml_framework.errors import ConfigError, DataError
+from ml_framework.errors import ConfigError
 from ml_framework.fileio import atomic_write_text
-from ml_framework.training.rundir import create_run_dir
+from ml_framework.training.rundir import close_train_log, create_run_dir, open_train_log
 
 log = logging.getLogger("ml_framework.training")
 
@@ -40,6 +43,7 @@ class TrainResult:
     num_params: int = 0
     status: str = "completed"  # or "failed: <error>" / "interrupted: <reason>"
     duration_s: float = 0.0
+    speed: dict[str, Any] = field(default_factory=dict)  # precision, channels_last, compile and why
 
     def value(self, metric: str | None = None) -> float:
         """The monitored metric at the best epoch (NaN when there is none)."""
@@ -61,6 +65,8 @@ class PreparedData:
     image_size: int
     splits_json: dict[str, Any]
     skipped: tuple[str, ...]
+    save: Any = None  # writes extra files into the run dir (the fitted preprocessor of a table)
+    notes: tuple[str, ...] = ()  # how the data was prepared (pipeline, preset): printed and logged
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,66 +95,22 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def prepare_data(cfg: DictConfig, device: torch.device) -> PreparedData:
-    """Decoded images (cached), the recorded split, and in-memory batch iterators on `device`."""
-    from ml_framework.data.cache import load_images
-    from ml_framework.data.loader import TensorBatches, compute_mean_std
-    from ml_framework.data.splits import make_splits
+    """The recorded split and batch iterators on `device`: an image folder (`training/images.py`,
+    memory or stream pipeline) or a table."""
+    if cfg.data.format != "images":  # a table for the torch MLP
+        from ml_framework.training.tabular import prepare_tabular_tensors
 
-    d, t = cfg.data, cfg.training
-    images = load_images(
-        d.data_dir, d.image_size, d.channels, cache_dir=d.cache_dir, num_workers=d.num_workers
-    )
-    if d.class_names is not None and list(d.class_names) != list(images.classes):
-        raise DataError(
-            f"data.class_names {list(d.class_names)} does not match the class folders in "
-            f"{d.data_dir}/raw: {list(images.classes)} (fix the list or set it to null)"
-        )
-    split_seed = t.seed if d.split_seed is None else d.split_seed
-    splits = make_splits(
-        images.labels.numpy(),
-        val_split=d.val_split,
-        test_split=d.test_split,
-        n_folds=d.n_folds if d.fold is not None else 0,  # folds never change the fixed split
-        stratified_folds=d.stratified_folds,
-        seed=split_seed,
-        class_names=images.classes,
-    )
-    train_idx, val_idx, test_idx = splits.for_fold(d.fold)
-    if len(val_idx) == 0:
-        raise ConfigError("the validation split is empty: raise data.val_split or add images")
-    x = images.images.to(device)
-    y = images.labels.to(device)
-    train_x = x[torch.as_tensor(train_idx, device=device)]
-    mean, std = compute_mean_std(train_x)
-    channels_last = bool(t.channels_last and device.type == "cuda")
+        return prepare_tabular_tensors(cfg, device)
+    from ml_framework.training.images import prepare_image_data
 
-    def batches(idx: np.ndarray, train: bool) -> TensorBatches:
-        index = torch.as_tensor(idx, device=device)
-        return TensorBatches(
-            x[index],
-            y[index],
-            batch_size=t.batch_size if train else max(t.batch_size, 256),
-            shuffle=train,
-            train=train,
-            seed=t.seed,
-            augmentation=d.augmentation,
-            mean=mean,
-            std=std,
-            device=device,
-            drop_small_remainder=train,
-            channels_last=channels_last,
-        )
+    return prepare_image_data(cfg, device)
 
-    return PreparedData(
-        train=batches(train_idx, True),
-        val=batches(val_idx, False),
-        test=batches(test_idx, False),
-        classes=images.classes,
-        channels=d.channels,
-        image_size=d.image_size,
-        splits_json={**splits.to_json(images.files), "fold": d.fold, "fingerprint": splits.fingerprint()},
-        skipped=tuple(images.skipped),
-    )
+
+def _print(console: Any, text: str) -> None:
+    if console is not None:
+        console.print(text, markup=False, highlight=False)
+    else:
+        print(text, flush=True)
 
 
 class _LogEpochs:
@@ -174,20 +136,49 @@ def run_training(
     progress: bool = True,
     hparams_extra: dict[str, Any] | None = None,
     console: Any = None,
+    trial: bool = False,
 ) -> TrainResult:
     """Train `cfg` and write its run dir. `resume` is a checkpoint (last.pt) to continue from; its run dir
-    is reused. `run_dir` forces a directory (search trials); otherwise `output.runs_dir/<name>`."""
+    is reused. `run_dir` forces a directory (search trials); otherwise `output.runs_dir/<name>`.
+    `trial`: a search trial (`training.compile: auto` then never compiles). The run's config.yaml holds
+    the concrete speed settings chosen for `auto` (`training/autotune.py`); `cfg` itself is not changed."""
+    from ml_framework.config.schema import takes_estimator_params
+
+    if cfg.data.format != "images" and takes_estimator_params(cfg.model.architecture):
+        if resume is not None:
+            raise ConfigError("--resume continues torch runs; rerun a scikit-learn/XGBoost/LightGBM fit")
+        from ml_framework.training.tabular import run_estimator
+
+        return run_estimator(
+            cfg, callbacks, run_dir=run_dir, progress=progress, hparams_extra=hparams_extra, console=console,
+            save_model=not trial,
+        )  # fmt: skip
     from ml_framework.models import count_parameters, create_model
+    from ml_framework.training.autotune import adopt_recorded_speed, apply_choice, choose_speed
+    from ml_framework.training.finetune import finetune_callbacks, parameter_groups
     from ml_framework.training.optim import create_optimizer, create_scheduler
     from ml_framework.training.progress import RichProgress
+    from ml_framework.training.resume import (
+        continue_schedule,
+        optimizer_settings,
+        read_training_state,
+        record_resume,
+        resume_changes,
+    )
     from ml_framework.training.tensorboard import TensorBoardLogger, flatten_hparams
-    from ml_framework.training.trainer import EarlyStopping, Trainer
+    from ml_framework.training.trainer import EarlyStopping, Trainer, check_metric
 
     started = time.perf_counter()
+    cfg = copy.deepcopy(cfg)  # receives the concrete speed settings
     t = cfg.training
+    check_metric(t.monitor, "training.monitor")  # before any data is loaded or epoch trained
+    if t.early_stopping.enabled:
+        check_metric(t.early_stopping.monitor, "training.early_stopping.monitor")
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     device = resolve_device(t.device)
+    # a checkpoint that is refused (not a plain tensor file) fails before any work
+    state = None if resume is None else read_training_state(resume, map_location=device)
     seed_everything(t.seed, t.deterministic)
     data = prepare_data(cfg, device)
 
@@ -196,15 +187,15 @@ def run_training(
         cfg.model, channels=data.channels, image_size=data.image_size, num_classes=len(data.classes)
     )
     model = model.to(device)
-    if t.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer(model.parameters(), cfg.optimizer)
+    optimizer = create_optimizer(parameter_groups(model, cfg.optimizer), cfg.optimizer)
+    settings = optimizer_settings(optimizer)  # the config's hyperparameters, before any schedule
     scheduler = create_scheduler(optimizer, cfg.scheduler, t.num_epochs, t.monitor_mode)
 
-    state = None
+    changes: dict[str, Any] = {}
     if resume is not None:
-        state = torch.load(resume, map_location=device, weights_only=False)
         run_dir = Path(resume).parent.parent
+        adopt_recorded_speed(cfg, run_dir)
+        changes = resume_changes(cfg, run_dir, state["epoch"])
     elif run_dir is None:
         run_dir = create_run_dir(
             cfg.output.runs_dir,
@@ -212,16 +203,37 @@ def run_training(
             f"{cfg.data.dataset_name}_{cfg.model.architecture.replace('/', '-')}",
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml", drop_search=True)
+    speed = choose_speed(
+        cfg,
+        model,
+        device=device,
+        input_shape=(data.channels, data.image_size, data.image_size),
+        num_classes=len(data.classes),
+        total_steps=t.num_epochs * len(data.train),
+        trial=trial,
+    )
+    for key, value in speed.config_values().items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    model = apply_choice(model, speed)
+    if state is not None and (run_dir / "config.yaml").is_file():
+        record_resume(cfg, run_dir, state["epoch"], changes)  # the config the run continues with
+    else:
+        save_config(cfg, run_dir / "config.yaml", drop_search=True)
     (run_dir / "splits.json").write_text(json.dumps(data.splits_json))
+    if data.save is not None:
+        data.save(run_dir)
 
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root_log = logging.getLogger("ml_framework")
-    root_log.addHandler(handler)
-    root_log.setLevel(logging.INFO)
+    handler = open_train_log(run_dir)
     if data.skipped:
         log.warning("skipped %d unreadable file(s): %s", len(data.skipped), ", ".join(data.skipped))
+    for note in data.notes:
+        log.info(note)
+        if progress:
+            _print(console, note)
+    for note in speed.notes:  # fallbacks: in train.log and on the console
+        log.warning(note)
+        print(f"warning: {note}", file=sys.stderr)
+    log.info(speed.describe())
 
     tb = TensorBoardLogger(
         run_dir, flatten_hparams(cfg, hparams_extra), purge_step=(state["epoch"] + 1) if state else None
@@ -230,6 +242,7 @@ def run_training(
     es = t.early_stopping
     if es.enabled:
         all_callbacks.append(EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
+    all_callbacks.extend(finetune_callbacks(model, cfg.model, t, t.num_epochs))
     all_callbacks.extend(callbacks)
     bar = RichProgress(t.num_epochs, state["epoch"] if state else 0, console) if progress else None
     trainer = Trainer(
@@ -243,7 +256,8 @@ def run_training(
         device=device,
         monitor=t.monitor,
         monitor_mode=t.monitor_mode,
-        amp=t.amp,
+        precision=speed.precision,
+        channels_last=speed.channels_last,
         grad_clip_norm=t.grad_clip_norm,
         label_smoothing=t.label_smoothing,
         checkpoint_dir=run_dir / "checkpoints",
@@ -252,7 +266,10 @@ def run_training(
     )
     if state is not None:
         trainer.load_state_dict(state)
+        continue_schedule(trainer, settings, cfg)
         log.info("resumed from %s at epoch %d", resume, trainer.epoch)
+        for key, (old, new) in changes.items():
+            log.info("resumed with %s: %r -> %r", key, old, new)
 
     result = TrainResult(
         run_dir=run_dir,
@@ -263,6 +280,7 @@ def run_training(
         best={},
         final={},
         num_params=count_parameters(model),
+        speed=speed.to_json(),
     )
     try:
         if bar is not None:
@@ -283,8 +301,7 @@ def run_training(
         result.stopped_early = trainer.stopped_early
         result.duration_s = time.perf_counter() - started
         _write_outputs(result, tb)
-        root_log.removeHandler(handler)
-        handler.close()
+        close_train_log(handler)
     return result
 
 
@@ -295,7 +312,8 @@ def _test_metrics(
     if len(data.test) == 0:
         return {}
     if best_path.is_file():
-        trainer.model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
+        best = load_checkpoint(best_path, map_location=device, what="best checkpoint")
+        trainer.model.load_state_dict(best["model"])
     return trainer.evaluate(data.test, "test")
 
 
@@ -311,6 +329,8 @@ def _write_outputs(result: TrainResult, tb: Any) -> None:
         f"status: {result.status}",
         f"epochs: {len(result.history)}" + (" (early stopping)" if result.stopped_early else ""),
         f"parameters: {result.num_params}",
+        "speed: "
+        + ", ".join(f"{k}={result.speed.get(k)}" for k in ("precision", "channels_last", "compile")),
         f"monitor: {result.monitor} ({result.monitor_mode}); best epoch: {result.best_epoch}",
         "best: " + ", ".join(f"{k}={v:.4f}" for k, v in result.best.items() if k != "epoch"),
         "final: " + ", ".join(f"{k}={v:.4f}" for k, v in result.final.items() if k != "epoch"),

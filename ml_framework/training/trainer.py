@@ -14,14 +14,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml_framework.fileio import atomic_target
+from ml_framework.checkpoint import save_checkpoint
+from ml_framework.training.metrics import METRIC_NAMES
 from ml_framework.training.optim import is_plateau
 
-METRIC_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr", "epoch_time")
+
+def check_metric(name: str, key: str) -> None:
+    """A ConfigError (with the nearest names) unless the trainer emits a metric `name` every epoch."""
+    if name not in METRIC_NAMES:
+        from ml_framework.errors import ConfigError, closest
+
+        near = closest(name, METRIC_NAMES)
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise ConfigError(f"{key}: '{name}' is not a metric.{hint} Choose from {', '.join(METRIC_NAMES)}")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite in epoch `epoch` (1-based)."""
+
+    def __init__(self, message: str, epoch: int = 0) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 class Callback:
@@ -52,6 +65,7 @@ class EarlyStopping(Callback):
     so a resumed run stops exactly where an uninterrupted one would)."""
 
     def __init__(self, monitor: str, mode: str, patience: int, min_delta: float = 0.0) -> None:
+        check_metric(monitor, "training.early_stopping.monitor")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
@@ -76,8 +90,19 @@ def macro_f1(confusion: torch.Tensor) -> float:
     return float(f1[present].mean()) if bool(present.any()) else 0.0
 
 
+# training.precision -> the autocast dtype (fp32: no autocast)
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> Any:
+    """The autocast context of `precision` on `device` (a no-op for fp32)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
 class Trainer:
-    """Train/validate epochs with checkpoints, AMP on CUDA and exact resume."""
+    """Train/validate epochs with checkpoints, reduced precision (autocast; losses and metrics in
+    fp32), channels-last batches and exact resume."""
 
     def __init__(
         self,
@@ -92,19 +117,15 @@ class Trainer:
         device: torch.device,
         monitor: str = "val_acc",
         monitor_mode: str = "max",
-        amp: bool = False,
+        precision: str = "fp32",  # fp32, bf16, fp16 (with a GradScaler)
+        channels_last: bool = False,  # convert each 4-D input batch to channels-last
         grad_clip_norm: float | None = None,
         label_smoothing: float = 0.0,
         checkpoint_dir: Path | None = None,
         callbacks: Sequence[Callback] = (),
         progress: Any = None,
     ) -> None:
-        if monitor not in METRIC_NAMES:
-            from ml_framework.errors import ConfigError
-
-            raise ConfigError(
-                f"training.monitor: '{monitor}' is not a metric; choose from {', '.join(METRIC_NAMES)}"
-            )
+        check_metric(monitor, "training.monitor")
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_batches, self.val_batches = train_batches, val_batches
         self.num_classes, self.num_epochs, self.device = num_classes, num_epochs, device
@@ -116,11 +137,8 @@ class Trainer:
         self.progress = (
             progress  # an object with start_epoch(epoch, n_batches), advance(), end_epoch(metrics)
         )
-        cuda = device.type == "cuda"
-        self.amp_dtype = (
-            (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp and cuda else None
-        )
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.precision, self.channels_last = precision, channels_last
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
         self.best_value: float | None = None
@@ -130,38 +148,46 @@ class Trainer:
 
     # -- one epoch ----------------------------------------------------------------------------------
     def _autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return autocast(self.device, self.precision)
+
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch in the model's memory format (a no-op when it already is)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on a batch; returns (logits, loss). The loss is computed in fp32."""
+        model, opt, scaler = self.model, self.optimizer, self.scaler
+        with self._autocast():
+            out = model(self._memory_format(x))
+        loss = self.loss_fn(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if self.grad_clip_norm:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip_norm)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            if self.grad_clip_norm:
+                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip_norm)
+            opt.step()
+        return out, loss
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        model, opt, loss_fn, scaler = self.model, self.optimizer, self.loss_fn, self.scaler
-        model.train()
+        self.model.train()
         self.train_batches.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         advance = self.progress.advance if self.progress is not None else None
         for x, y in self.train_batches:
-            with self._autocast():
-                out = model(x)
-                loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if self.grad_clip_norm:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip_norm)
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                if self.grad_clip_norm:
-                    nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip_norm)
-                opt.step()
+            out, loss = self.train_step(x, y)
             n = y.shape[0]
             loss_sum += loss.detach().float() * n
-            correct += (out.detach().argmax(1) == y).sum()
+            target = y.argmax(1) if y.ndim > 1 else y  # soft targets (MixUp/CutMix): their top class
+            correct += (out.detach().argmax(1) == target).sum()
             seen += n
             if advance is not None:
                 advance()
@@ -177,7 +203,7 @@ class Trainer:
         seen = 0
         for x, y in batches:
             with self._autocast():
-                out = self.model(x)
+                out = self.model(self._memory_format(x))
             loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum")
             confusion += torch.bincount(y * k + out.argmax(1), minlength=k * k)
             seen += y.shape[0]
@@ -204,7 +230,8 @@ class Trainer:
             if not math.isfinite(metrics["train_loss"]):
                 raise TrainingDiverged(
                     f"train_loss became {metrics['train_loss']} at epoch {epoch} (lr={lr:g}); "
-                    "lower optimizer.lr or enable training.grad_clip_norm"
+                    "lower optimizer.lr or enable training.grad_clip_norm",
+                    epoch,
                 )
             metrics.update(self.evaluate(self.val_batches, "val"))
             metrics["lr"] = lr
@@ -247,7 +274,7 @@ class Trainer:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_rng_state(),
                 "python": random.getstate(),
             },
         }
@@ -268,19 +295,20 @@ class Trainer:
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
+        np.random.set_state(tuple(rng["numpy"]))
         random.setstate(rng["python"])
 
     def _save_checkpoints(self, is_best: bool) -> None:
         if self.checkpoint_dir is None:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_save(self.state_dict(), self.checkpoint_dir / "last.pt")
+        save_checkpoint(self.state_dict(), self.checkpoint_dir / "last.pt")
         if is_best:
             best = {"model": self.model.state_dict(), "epoch": self.epoch, "metrics": self.history[-1]}
-            _atomic_save(best, self.checkpoint_dir / "best.pt")
+            save_checkpoint(best, self.checkpoint_dir / "best.pt")
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    with atomic_target(path) as tmp:
-        torch.save(obj, tmp)
+def _numpy_rng_state() -> tuple[str, list[int], int, int, float]:
+    """numpy's global RNG state as plain values (loadable with `weights_only=True`)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return str(name), keys.tolist(), int(pos), int(has_gauss), float(cached)

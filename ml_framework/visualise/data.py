@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ml_framework.errors import ConfigError, unknown_key_message
+from ml_framework.search.best import best_trials, is_better
 
 COMPLETE, PRUNED, FAIL, RUNNING, WAITING = "COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"
 STATES: tuple[str, ...] = (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)
@@ -33,10 +34,6 @@ def last_intermediate(trial: Any) -> tuple[int, float] | None:
         return None
     step = max(iv)
     return step, float(iv[step])
-
-
-def is_better(a: float, b: float, direction: str) -> bool:
-    return a > b if direction == "maximize" else a < b
 
 
 def objective_names(user_attrs: Mapping[str, Any], n_objectives: int) -> list[str]:
@@ -121,25 +118,6 @@ def trial_rows(trials: Sequence[Any]) -> list[TrialRow]:
             )
         )
     return rows
-
-
-def _dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    not_worse = all(not is_better(y, x, d) for x, y, d in zip(a, b, directions, strict=True))
-    return not_worse and any(is_better(x, y, d) for x, y, d in zip(a, b, directions, strict=True))
-
-
-def best_trials(trials: Sequence[Any], directions: Sequence[str]) -> list[Any]:
-    """Single objective: the best completed trial (earliest on ties). Several: the Pareto front."""
-    done = sorted(completed(trials), key=lambda t: t.number)
-    if not done:
-        return []
-    if len(directions) == 1:
-        best = done[0]
-        for t in done[1:]:
-            if is_better(t.values[0], best.values[0], directions[0]):
-                best = t
-        return [best]
-    return [t for t in done if not any(_dominates(o.values, t.values, directions) for o in done)]
 
 
 @dataclass(frozen=True)

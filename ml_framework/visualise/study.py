@@ -15,51 +15,20 @@ from ml_framework.visualise.export import Browser, export_figures
 from ml_framework.visualise.plots import PLOTS, PlotOptions, PlotOutcome, StudyView, make_plots
 
 
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a `sqlite:///...` URL (None for other back ends and in-memory SQLite)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:"):
-        return None
-    return Path(url[len(prefix) :])
-
-
-def open_storage(url: str) -> Any:
-    """An Optuna storage for a URL or a journal file, refusing to create an empty SQLite database."""
-    import optuna
-
-    db = sqlite_path(url)
-    if db is not None and not db.is_file():
-        raise ConfigError(
-            f"storage {url}: the file {db} does not exist. Run ml-search first, or pass the storage the "
-            "study was written to with --storage URL (or --config FILE)"
-        )
-    if "://" not in url:
-        path = Path(url)
-        if not path.is_file():
-            raise ConfigError(
-                f"storage {url}: not a URL (sqlite:///..., postgresql://...) nor an existing journal file"
-            )
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        return JournalStorage(JournalFileBackend(str(path)))
-    try:
-        return optuna.storages.RDBStorage(url)
-    except Exception as e:  # bad URL, driver missing, server down: all user-fixable
-        raise ConfigError(f"storage {url}: cannot be opened: {type(e).__name__}: {e}") from e
-
-
 def load_view(storage_url: str, study_name: str | None) -> StudyView:
     """The study as `StudyView`; an unknown (or missing) name lists the studies in the storage."""
     import optuna
 
-    storage = open_storage(storage_url)
+    from ml_framework.search.storage import mask_url, open_storage
+
+    storage = open_storage(storage_url, must_exist=True)
     names = optuna.get_all_study_names(storage)
     if study_name not in names:
         listed = ", ".join(sorted(names)) if names else "none (the storage holds no study)"
         if study_name is None:
-            raise ConfigError(f"pass --study-name; studies in {storage_url}: {listed}")
-        msg = unknown_key_message(study_name, names, storage_url).replace("unknown key", "unknown study")
+            raise ConfigError(f"pass --study-name; studies in {mask_url(storage_url)}: {listed}")
+        msg = unknown_key_message(study_name, names, mask_url(storage_url))
+        msg = msg.replace("unknown key", "unknown study")
         raise ConfigError(f"{msg}. Studies there: {listed}")
     study = optuna.load_study(study_name=study_name, storage=storage)
     return StudyView(

@@ -60,6 +60,16 @@ TEXT_LIKE_DATASET_WORDS = frozenset({
 
 N_TRIALS = 20
 
+# Transfer learning for photo-like data: pretrained backbones, in order of preference, and the input
+# size that trains in minutes on the device (ImageNet weights expect 224; CPUs get 128-160 px).
+TRANSFER_BACKBONES = ("resnet18", "mobilenet_v3_large", "mobilenet_v3_small")
+TRANSFER_SIZE_CUDA = 224
+TRANSFER_SIZES_CPU = (128, 160)
+PHOTO_MIN_SIDE = 64  # smaller images (icons, digits) are not what ImageNet backbones were trained on
+BACKBONE_LR_MULT = 0.1
+RESIZE_RATIO = 256 / 224  # torchvision presets: resize to 256, crop 224
+DECODE_WORKERS_MAX = 4
+
 SECTION_COMMENTS: dict[str, str] = {
     "data": "Data: where the images are (<data_dir>/raw/<class>/<image>) and how they are prepared.",
     "data.augmentation": "Random changes to training images only (validation and test images are not "
@@ -110,7 +120,7 @@ class Choices:
     """What the user decided (flags or prompts); None = use the suggestion for this dataset."""
 
     data_dir: str
-    architecture: str = DEFAULT_ARCHITECTURE
+    architecture: str | None = None  # None: simple_cnn, or a pretrained backbone (see `transfer`)
     image_size: int | None = None
     num_epochs: int | None = None
     batch_size: int | None = None
@@ -118,6 +128,12 @@ class Choices:
     horizontal_flip: bool | None = None
     optuna: bool = False
     n_trials: int = N_TRIALS
+    pretrained: bool | None = None  # None: when the data is photo-like and a backbone's weights are cached
+    # Facts about this machine (the CLI fills them; the rules here stay pure):
+    cached_backbones: tuple[str, ...] = ()  # TRANSFER_BACKBONES whose weights are in the local cache
+    cuda: bool = False  # training.device resolves to a CUDA device
+    memory_budget_mb: int | None = None  # data.pipeline auto's default budget here; None: unknown
+    cpus: int = 1
 
 
 @dataclass(frozen=True)
@@ -178,8 +194,38 @@ def is_text_like(report: DatasetReport) -> bool:
     return all(TEXT_LIKE_CLASS.match(c) for c in report.classes)
 
 
+def is_photo_like(report: DatasetReport) -> bool:
+    """Colour images of a useful size that are not digits/letters: what ImageNet backbones know."""
+    return report.channels == 3 and report.median_side >= PHOTO_MIN_SIDE and not is_text_like(report)
+
+
+def transfer(report: DatasetReport, c: Choices) -> bool:
+    """Fine-tune a pretrained backbone? --pretrained/--no-pretrained decide; otherwise yes for photo-like
+    data when a suitable backbone's weights are already in the local cache (nothing to download)."""
+    if c.pretrained is not None:
+        return c.pretrained
+    if not is_photo_like(report) or not c.cached_backbones:
+        return False
+    return c.architecture is None or c.architecture in c.cached_backbones
+
+
+def _transfer_image_size(report: DatasetReport, c: Choices) -> tuple[int, str]:
+    if c.cuda:
+        return TRANSFER_SIZE_CUDA, f"{TRANSFER_SIZE_CUDA} px, the pretrained weights' own size (CUDA)"
+    small, large = TRANSFER_SIZES_CPU
+    size = large if report.median_side >= large else small
+    return size, f"{size} px: fine-tuning on a CPU trains in minutes at {small}-{large} px (224 on CUDA)"
+
+
 def resolve(report: DatasetReport, choices: Choices) -> Choices:
     """Fill every open choice with the suggestion for this dataset (in dependency order)."""
+    pretrained = transfer(report, choices)
+    architecture = choices.architecture or (
+        next(iter(choices.cached_backbones), TRANSFER_BACKBONES[0]) if pretrained else DEFAULT_ARCHITECTURE
+    )
+    choices = replace(choices, architecture=architecture, pretrained=pretrained)
+    if pretrained and not choices.image_size:
+        choices = replace(choices, image_size=_transfer_image_size(report, choices)[0])
     image_size = choices.image_size or suggest_image_size(report, choices.architecture)
     batch_size = choices.batch_size or suggest_batch_size(report, image_size)
     num_epochs = choices.num_epochs or suggest_num_epochs(report, batch_size)
@@ -212,8 +258,36 @@ def batch_size_choices(report: DatasetReport, batch_size: int, image_size: int) 
 # ------------------------------------------------------------------------------------ sections
 
 
+def decoded_mb(report: DatasetReport, c: Choices) -> float:
+    """Size of the decoded set (uint8) at the side the images are decoded to."""
+    assert c.image_size is not None
+    side = round(c.image_size * RESIZE_RATIO) if c.pretrained else c.image_size
+    return report.num_images * report.channels * side * side / 2**20
+
+
+def _pipeline(report: DatasetReport, c: Choices) -> tuple[str, str]:
+    size = decoded_mb(report, c)
+    if c.memory_budget_mb is None or size <= c.memory_budget_mb:
+        budget = f"the {c.memory_budget_mb} MB budget" if c.memory_budget_mb is not None else "memory"
+        return "memory", f"decoded images take {size:.0f} MB: they fit {budget}, batches come from RAM"
+    return (
+        "stream",
+        f"decoded images take {size:.0f} MB, over the {c.memory_budget_mb} MB budget: decode per batch",
+    )
+
+
 def _data_section(report: DatasetReport, c: Choices) -> dict[str, Any]:
     assert c.image_size is not None
+    pipeline = _pipeline(report, c)[0]
+    augmentation: dict[str, Any] = {
+        "random_crop": not c.pretrained,
+        "crop_padding": max(1, c.image_size // 16),
+        "horizontal_flip": bool(c.horizontal_flip),
+        "vertical_flip": False,
+        "normalize": True,
+    }
+    if c.pretrained:
+        augmentation |= {"random_resized_crop": True, "resized_crop_scale": [0.35, 1.0]}
     return {
         "dataset_name": report.name,
         "data_dir": c.data_dir,
@@ -222,14 +296,9 @@ def _data_section(report: DatasetReport, c: Choices) -> dict[str, Any]:
         "class_names": list(report.classes),
         "val_split": VAL_SPLIT,
         "test_split": TEST_SPLIT,
-        "num_workers": 0,
-        "augmentation": {
-            "random_crop": True,
-            "crop_padding": max(1, c.image_size // 16),
-            "horizontal_flip": bool(c.horizontal_flip),
-            "vertical_flip": False,
-            "normalize": True,
-        },
+        "pipeline": pipeline,
+        "num_workers": min(DECODE_WORKERS_MAX, c.cpus) if pipeline == "stream" else 0,
+        "augmentation": augmentation,
     }
 
 
@@ -242,7 +311,9 @@ def _model_section(report: DatasetReport, c: Choices) -> dict[str, Any]:
     if c.architecture in BUILTIN_MODELS:
         assert c.image_size is not None
         section |= {"width": BUILTIN_MODELS[c.architecture]["width"], "depth": 2 if c.image_size <= 32 else 3}
-    else:  # torchvision/timm: random init unless a local weights file is given (nothing is downloaded)
+    elif c.pretrained:  # the library's weights (torch hub / Hugging Face cache), head replaced
+        section |= {"pretrained": True, "weights": "DEFAULT", "freeze_backbone": False}
+    else:  # torchvision/timm from random init
         section |= {"pretrained": False, "weights_path": None}
     return section
 
@@ -277,6 +348,9 @@ def _search_space(report: DatasetReport, c: Choices) -> dict[str, Any]:
     if len(batch_sizes) > 1:  # a tiny dataset leaves one sensible batch size: nothing to search
         space["training.batch_size"] = {"type": "categorical", "choices": batch_sizes}
     space["model.dropout"] = {"type": "uniform", "low": 0.0, "high": 0.5}
+    if c.pretrained:
+        space["optimizer.backbone_lr_mult"] = {"type": "loguniform", "low": 0.01, "high": 1.0}
+        space["model.freeze_backbone"] = {"type": "categorical", "choices": [False, True]}
     builtin = BUILTIN_MODELS.get(c.architecture)
     if builtin is not None:
         low, high = builtin["depth_range"]
@@ -313,7 +387,8 @@ def build_mapping(report: DatasetReport, choices: Choices) -> dict[str, Any]:
         "data": _data_section(report, c),
         "model": _model_section(report, c),
         "training": _training_section(c),
-        "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 1.0e-4, "momentum": 0.9},
+        "optimizer": {"name": "adamw", "lr": 1.0e-3, "weight_decay": 1.0e-4, "momentum": 0.9}
+        | ({"backbone_lr_mult": BACKBONE_LR_MULT} if c.pretrained else {}),
         "scheduler": {"name": "cosine", "min_lr": 0.0},
         "output": {"runs_dir": RUNS_DIR, "name": None},
     }
@@ -345,7 +420,33 @@ def decision_notes(report: DatasetReport, choices: Choices) -> dict[str, str]:
         "training.num_epochs": "your choice"
         if choices.num_epochs
         else f"about {TARGET_STEPS} optimizer steps",
+        "data.pipeline": _pipeline(report, c)[1],
     }
+    if c.pretrained:
+        cached = c.architecture in c.cached_backbones
+        notes["model.architecture"] = (
+            "your choice"
+            if choices.architecture
+            else f"photo-like images: fine-tune a pretrained {c.architecture}"
+            + (" (its weights are in the local cache)" if cached else "")
+        )
+        notes["model.pretrained"] = (
+            "--pretrained"
+            if choices.pretrained
+            else "weights found in the local cache"
+            if cached
+            else "weights are downloaded to the cache on the first run"
+        )
+        if not choices.image_size:
+            notes["data.image_size"] = _transfer_image_size(report, c)[1]
+        notes["optimizer.backbone_lr_mult"] = "the pretrained backbone learns 10x slower than the new head"
+        if c.optuna:
+            notes["search.search_space.optimizer.backbone_lr_mult"] = (
+                "how far to move the pretrained features"
+            )
+            notes["search.search_space.model.freeze_backbone"] = (
+                "train the head only, or fine-tune everything"
+            )
     if c.optuna:
         assert c.num_epochs is not None
         notes["search.pruner.n_warmup_steps"] = f"below num_epochs ({c.num_epochs}) so pruning can act"
