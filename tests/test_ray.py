@@ -76,6 +76,7 @@ def ray_runtime() -> Iterator[None]:
             "cannot perturb model.dropout",
         ),
         (["--cv", "3"], "search.cross_validation"),
+        (["--timeout", "60"], "search.timeout"),
         (["search.ray.scheduler.type=asha", "+search.ray.scheduler.max_tt=3"], "max_tt"),
     ],
 )

@@ -99,6 +99,9 @@ def ray_settings(cfg: DictConfig, settings: Any) -> RaySettings:
         "several objectives (search.metrics)": settings.multi_objective,
         "search.cross_validation": settings.cv is not None,
         "search.early_stopping": settings.early_stop is not None,
+        "search.timeout (the study deadline; Tune's time budget would stop running trials)": (
+            settings.timeout is not None
+        ),
         "GridSampler": settings.grid is not None,
         "search.n_workers > 1 (Ray runs the trials in parallel: search.ray.max_concurrent)": (
             settings.n_workers > 1

@@ -52,8 +52,9 @@ WARMUP_STEPS = 2
 ROUNDS = 3
 MIN_TIMED_S = 0.05  # each timed segment runs enough steps to last about this long
 MAX_STEPS_PER_ROUND = 10
-# Model keys that do not change a step's cost (weights are loaded into the same architecture).
-_NOT_IN_KEY = ("pretrained", "weights", "weights_path")
+# Model keys that do not change a step's cost (weights are loaded into the same architecture; dropout
+# masks cost the same at any rate), so a search over them measures once.
+_NOT_IN_KEY = ("pretrained", "weights", "weights_path", "dropout")
 
 
 @dataclass(frozen=True)
