@@ -3,10 +3,13 @@
 
 Generates JPEG folders (10 classes, about `--side` px, class-dependent colours plus noise) of each
 size in `--sizes` in a temp dir, then per size trains one epoch of `ml-train` at `--image-size` px
-with a small CNN for `data.pipeline` = memory, stream and auto, and the hand-written baseline: a
+with a small model for `data.pipeline` = memory, stream and auto, and the hand-written baseline: a
 torchvision `ImageFolder` + `DataLoader` + `transforms.v2` loop with the same workers, transforms
 (squash-resize to the image size, random crop with padding, horizontal flip, normalise), model and
-optimizer. Measured per run: training images/s (train + validation pass of the epoch, from the
+optimizer. The model is the built-in `mlp` with no hidden layer (a linear classifier on the pixels)
+by default: any conv net at 224 px costs a 2-core CPU more per image than decoding it, which would hide
+the pipelines behind the model (`--arch simple_cnn` measures that case). Measured per run: training
+images/s (train + validation pass of the epoch, from the
 epoch's own timer) and peak memory of the process tree (PSS summed over the process and its
 DataLoader workers, sampled every 50 ms: shared pages are counted once). The memory pipeline is
 measured with its cache already built (it decodes once per folder). Rounds alternate the order of
@@ -137,7 +140,7 @@ def framework_run(
             "memory_budget_mb": budget, "cache_dir": str(data / ".cache"),
             "augmentation": {"random_crop": True, "crop_padding": pad, "horizontal_flip": True},
         },
-        "model": {"architecture": "simple_cnn", "width": args.width, "depth": args.depth, "dropout": 0.0},
+        "model": {"architecture": args.arch, "width": args.width, "depth": args.depth, "dropout": 0.0},
         "training": {"num_epochs": 1, "batch_size": BATCH, "device": "cpu", "seed": 0, "precision": "fp32",
                      "num_threads": args.threads,
                      "channels_last": False, "compile": False},
@@ -163,7 +166,7 @@ def baseline_run(data: Path, args: argparse.Namespace) -> dict:
     peak, out = run_measured(
         [sys.executable, __file__, "--baseline", str(data), "--workers", str(args.workers),
          "--image-size", str(args.image_size), "--width", str(args.width), "--depth", str(args.depth),
-         "--threads", str(args.threads)]
+         "--threads", str(args.threads), "--arch", args.arch]
     )  # fmt: skip
     return {"peak_mb": peak, **json.loads(out.strip().splitlines()[-1])}
 
@@ -171,8 +174,8 @@ def baseline_run(data: Path, args: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- the hand-written baseline
 
 
-def handwritten(data: Path, workers: int, size: int, width: int, depth: int) -> dict:
-    """ImageFolder + DataLoader + transforms.v2, 90/10 split, one epoch of the same CNN and optimizer."""
+def handwritten(data: Path, workers: int, size: int, arch: str, width: int, depth: int) -> dict:
+    """ImageFolder + DataLoader + transforms.v2, 90/10 split, one epoch of the same model and optimizer."""
     import torch
     import torchvision
     from torch import nn
@@ -197,15 +200,23 @@ def handwritten(data: Path, workers: int, size: int, width: int, depth: int) -> 
         torch.utils.data.Subset(val, order[:n_val].tolist()), batch_size=256, num_workers=workers
     )
     layers: list[nn.Module] = []
-    c_in = 3
-    for i in range(depth):
-        c_out = width * 2**i
-        for j in range(2):
-            layers += [nn.Conv2d(c_in if j == 0 else c_out, c_out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]  # fmt: skip
-        layers.append(nn.MaxPool2d(2))
-        c_in = c_out
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, CLASSES))
+    if arch == "mlp":  # the built-in MLP: flatten, depth x (Linear-BN-ReLU), linear head
+        features = 3 * size * size
+        layers.append(nn.Flatten())
+        for _ in range(depth):
+            layers += [nn.Linear(features, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+            features = width
+        model = nn.Sequential(*layers, nn.Linear(features, CLASSES))
+    else:  # the built-in SimpleCNN: depth x (2 x conv-BN-ReLU, max-pool), global pool, linear head
+        c_in = 3
+        for i in range(depth):
+            c_out = width * 2**i
+            for j in range(2):
+                layers += [nn.Conv2d(c_in if j == 0 else c_out, c_out, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]  # fmt: skip
+            layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, CLASSES))
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
     start = time.perf_counter()
     model.train()
@@ -234,15 +245,19 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader / decode workers")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the training process")
-    p.add_argument("--width", type=int, default=8, help="the small CNN: channels of its first block")
-    p.add_argument("--depth", type=int, default=2, help="the small CNN: conv blocks")
+    p.add_argument("--arch", choices=("mlp", "simple_cnn"), default="mlp", help="the built-in model")
+    p.add_argument(
+        "--width", type=int, default=8, help="mlp: hidden units; simple_cnn: first block's channels"
+    )
+    p.add_argument("--depth", type=int, default=0, help="mlp: hidden layers (0: linear); simple_cnn: blocks")
     p.add_argument("--baseline", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.baseline is not None:
         import torch
 
         torch.set_num_threads(args.threads)
-        print(json.dumps(handwritten(args.baseline, args.workers, args.image_size, args.width, args.depth)))
+        print(json.dumps(handwritten(args.baseline, args.workers, args.image_size, args.arch, args.width,
+                                     args.depth)))  # fmt: skip
         return
     from ml_framework.data.cache import decoded_nbytes
 

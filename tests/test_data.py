@@ -425,3 +425,18 @@ def test_bad_augmentation_settings() -> None:
         make_batches(images, augmentation={**AUG, "padding_mode": "reflct"})
     with pytest.raises(ConfigError, match="smaller than the image size"):
         make_batches(images, augmentation={**AUG, "crop_padding": 6, "padding_mode": "reflect"})
+
+
+def test_channel_statistics_hold_a_few_images_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large images are converted to float in chunks of STATS_CHUNK_BYTES: a chunk smaller than one
+    image's float copy still gives the statistics of the whole set."""
+    from ml_framework.data import loader
+
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (10, 3, 16, 16), generator=g, dtype=torch.uint8)
+    whole = compute_mean_std(images, indices=np.arange(1, 9))
+    monkeypatch.setattr(loader, "STATS_CHUNK_BYTES", 3 * 16 * 16 * 8 * 3)  # 3 images per chunk
+    chunked = compute_mean_std(images, indices=np.arange(1, 9))
+    assert all(torch.allclose(a, b) for a, b in zip(whole, chunked, strict=True))
+    direct = images[1:9].double() / 255
+    assert torch.allclose(chunked[0].double(), direct.mean(dim=(0, 2, 3)), atol=1e-6)

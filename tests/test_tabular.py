@@ -367,3 +367,55 @@ def test_features_and_drop_pick_columns_and_name_missing_ones(tmp_path: Path) ->
     assert list(t.features.columns) == ["size"]
     with pytest.raises(DataError, match=r"data.drop: .* no column colour .*did you mean color"):
         load_table(from_container({"data": {**data, "drop": ["colour"]}}).data)
+
+
+def test_a_table_search_never_imports_torch(tables: dict[str, Path], tmp_path: Path) -> None:
+    """Table runs write TensorBoard events with TensorBoard's own writer: torch's import (seconds per
+    process) is not paid by a scikit-learn/XGBoost search."""
+    import subprocess
+
+    search = {"n_trials": 2, "search_space": SPACES["xgboost"]}
+    path = write_config(tmp_path / "bc.yaml", tables["breast_cancer"], tmp_path / "runs", XGB, search=search)
+    code = (
+        "import sys; from ml_framework.cli.search import main; "
+        f"rc = main(['--config', {str(path)!r}, '--cv', '2']); "
+        "print('TORCH' if 'torch' in sys.modules else 'NO_TORCH'); sys.exit(rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("NO_TORCH")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fold = tmp_path / "runs/optuna_studies/bc_optimization/trial_0/fold_0"
+    acc = EventAccumulator(str(fold))
+    acc.Reload()
+    assert "val_roc_auc" in acc.Tags()["scalars"]
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+
+
+def test_preprocessed_folds_are_reused_until_the_table_changes(
+    tables: dict[str, Path], tmp_path: Path
+) -> None:
+    import os
+
+    from ml_framework.config import load_config
+    from ml_framework.data.tabular import load_table
+    from ml_framework.training.tabular import prepared_data
+
+    table = tmp_path / "bc.csv"
+    table.write_bytes(tables["breast_cancer"].read_bytes())
+    cfg = load_config(write_config(tmp_path / "bc.yaml", table, tmp_path / "runs", XGB))
+    cfg.data.n_folds = 3
+
+    def prepare(fold: int) -> Any:
+        cfg.data.fold = fold
+        return prepared_data(cfg, load_table(cfg.data), native=True, scale=False)
+
+    first = prepare(0)
+    assert prepare(0) is first  # the next trial's fold 0: the same fitted preprocessor and arrays
+    other = prepare(1)
+    assert other is not first and not np.array_equal(other.val_idx, first.val_idx)
+    stat = table.stat()
+    os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed
+    again = prepare(0)
+    assert again is not first and np.array_equal(again.x_val, first.x_val)

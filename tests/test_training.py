@@ -75,17 +75,19 @@ def _no_time(d):
 def test_resume_matches_uninterrupted_run(digits_dir: Path, tmp_path: Path) -> None:
     from ml_framework.training.run import run_training
 
+    # speed settings pinned: `auto` may choose differently for a 4-epoch and a 2-epoch run
+    fixed = {"precision": "fp32", "channels_last": False}
     full_cfg = tiny_config(
         digits_dir,
         tmp_path / "runs",
-        training={"num_epochs": 4},
+        training={"num_epochs": 4, **fixed},
         scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
     )
     full = run_training(full_cfg, progress=False)
     part_cfg = tiny_config(
         digits_dir,
         tmp_path / "runs",
-        training={"num_epochs": 2},
+        training={"num_epochs": 2, **fixed},
         scheduler={"name": "step", "step_size": 1, "gamma": 0.5},
     )
     part = run_training(part_cfg, progress=False)

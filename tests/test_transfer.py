@@ -17,10 +17,10 @@ from ml_framework.config import from_container
 from ml_framework.errors import ConfigError
 from ml_framework.models import create_model, head_keys
 from ml_framework.models.pretrained import WeightsUnavailable, hub_checkpoint_path, torchvision_weights
+from ml_framework.training.callbacks import Callback
 from ml_framework.training.finetune import parameter_groups
 from ml_framework.training.images import resolve_preprocessing
 from ml_framework.training.run import run_training
-from ml_framework.training.trainer import Callback
 
 # No test may reach the network: every subprocess gets a closed port as its proxy.
 OFFLINE = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}

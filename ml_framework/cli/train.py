@@ -89,8 +89,8 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     from ml_framework.tracking.train import train_with_tracking
+    from ml_framework.training.callbacks import TrainingDiverged
     from ml_framework.training.progress import results_table
-    from ml_framework.training.trainer import TrainingDiverged
 
     out = console()
     source = cfg.data.data_dir if cfg.data.format == "images" else cfg.data.path

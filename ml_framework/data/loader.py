@@ -38,35 +38,60 @@ from ml_framework.errors import ConfigError, unknown_key_message
 MIN_TRAIN_BATCH = 3
 
 
-def compute_mean_std(
-    images_uint8: torch.Tensor, chunk: int = 4096, indices: torch.Tensor | np.ndarray | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std in 0..1 units (float32 [C] on the images' device), in chunks, over
-    `images_uint8[indices]` (default: all images) without copying that subset whole.
+# Bytes of float64 pixels converted at a time for the channel statistics: memory stays flat whatever
+# the number and size of the images (a 224 px image is 1.2 MB as float64).
+STATS_CHUNK_BYTES = 64 * 2**20
 
-    A constant channel gets std 1 instead of 0 so normalising never divides by zero.
-    """
-    c = images_uint8.shape[1]
-    rows = (
-        None if indices is None else torch.as_tensor(indices, dtype=torch.int64, device=images_uint8.device)
-    )
-    n = len(images_uint8) if rows is None else len(rows)
-    total = torch.zeros(c, dtype=torch.float64, device=images_uint8.device)
-    squares = torch.zeros_like(total)
-    for start in range(0, n, chunk):
-        part = (
-            images_uint8[start : start + chunk]
-            if rows is None
-            else images_uint8.index_select(0, rows[start : start + chunk])
+
+class ChannelStats:
+    """Running per-channel sums of uint8 [N, C, H, W] images in 0..1 units, accumulated in float64 a
+    few images at a time, so a large set never becomes a float copy of itself."""
+
+    def __init__(self, channels: int, device: torch.device | str = "cpu") -> None:
+        self.total = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.squares = torch.zeros_like(self.total)
+        self.count = 0
+
+    def add(self, images_uint8: torch.Tensor, indices: torch.Tensor | np.ndarray | None = None) -> None:
+        """Add `images_uint8[indices]` (default: all of them) without copying that subset whole."""
+        rows = (
+            None
+            if indices is None
+            else torch.as_tensor(indices, dtype=torch.int64, device=images_uint8.device)
         )
-        x = part.to(torch.float64).div_(255.0)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
-    count = max(n * images_uint8[0].numel() // max(c, 1), 1) if n else 1
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
-    std = torch.where(std < 1e-6, torch.ones_like(std), std)
-    return mean.float(), std.float()
+        n = len(images_uint8) if rows is None else len(rows)
+        if n == 0:
+            return
+        chunk = max(1, STATS_CHUNK_BYTES // (images_uint8[0].numel() * 8))
+        for start in range(0, n, chunk):
+            part = (
+                images_uint8[start : start + chunk]
+                if rows is None
+                else images_uint8.index_select(0, rows[start : start + chunk])
+            )
+            x = part.to(torch.float64).div_(255.0)
+            self.total += x.sum(dim=(0, 2, 3))
+            self.squares += x.square_().sum(dim=(0, 2, 3))
+        self.count += n * images_uint8[0].numel() // max(images_uint8.shape[1], 1)
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std (float32 [C]); a constant channel gets std 1 instead of 0 so
+        normalising never divides by zero."""
+        count = max(self.count, 1)
+        mean = self.total / count
+        std = (self.squares / count - mean.square()).clamp_min(0).sqrt()
+        std = torch.where(std < 1e-6, torch.ones_like(std), std)
+        return mean.float(), std.float()
+
+
+def compute_mean_std(
+    images_uint8: torch.Tensor, indices: torch.Tensor | np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std in 0..1 units (float32 [C] on the images' device) over
+    `images_uint8[indices]` (default: all images)."""
+    stats = ChannelStats(images_uint8.shape[1], images_uint8.device)
+    stats.add(images_uint8, indices)
+    return stats.mean_std()
 
 
 def batch_bounds(n: int, batch_size: int, merge_small_remainder: bool) -> list[tuple[int, int]]:
@@ -150,22 +175,32 @@ def center_offset(size: int, out: int) -> int:
     return round((size - out) / 2.0)
 
 
-def _axis_index(
+def _axis_draws(
     n: int, size: int, out: int, plan: AugmentPlan, flip: bool, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-sample source positions [n, out] along one axis of length `size`: a random crop offset (as
-    v2.RandomCrop: pad by `crop_padding`, crop `out` at a uniform offset) or the centre, then a flip."""
-    pos = torch.arange(out).expand(n, out)
-    padding = plan.crop_padding
+    """Per-sample source start [n] along one axis of length `size` (negative or past the end: in the
+    padding) and flip flags [n] (None without flips): a random crop offset as v2.RandomCrop draws it
+    (pad by `crop_padding`, crop `out` at a uniform offset) or the centre, then a flip."""
     if plan.random_crop:
-        offset = torch.randint(0, size - out + 2 * padding + 1, (n, 1), generator=g)
-        index, valid = PADDING_MODES[plan.padding_mode](pos + offset - padding, size)
+        padding = plan.crop_padding
+        start = torch.randint(0, size - out + 2 * padding + 1, (n,), generator=g) - padding
     else:
-        index, valid = pos + center_offset(size, out), None
-    if flip:
-        flipped = (torch.rand(n, 1, generator=g) < 0.5).expand(n, out)
-        index = torch.where(flipped, index.flip(1), index)
-        valid = None if valid is None else torch.where(flipped, valid.flip(1), valid)
+        start = torch.full((n,), center_offset(size, out), dtype=torch.int64)
+    return start, (torch.rand(n, generator=g) < 0.5) if flip else None
+
+
+def _axis_index(
+    start: torch.Tensor, flipped: torch.Tensor | None, size: int, out: int, plan: AugmentPlan
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Source positions [n, out] of the draws along one axis, and where they are inside the image
+    (None: everywhere, or filled by the padding mode)."""
+    index = torch.arange(out).expand(len(start), out) + start[:, None]
+    valid = None
+    if plan.random_crop:
+        index, valid = PADDING_MODES[plan.padding_mode](index, size)
+    if flipped is not None:
+        index = torch.where(flipped[:, None], index.flip(1), index)
+        valid = None if valid is None else torch.where(flipped[:, None], valid.flip(1), valid)
     return index, valid
 
 
@@ -274,8 +309,9 @@ class TensorBatches:
     def generator(self, epoch: int) -> torch.Generator:
         return epoch_generator(self.seed, epoch)
 
-    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """(rows of the whole epoch in batch order, (rows, cols, row_valid, col_valid) or None), on device."""
+    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, tuple[Any, ...] | None]:
+        """(rows of the whole epoch in batch order on device, the crop/flip draws (row starts, row
+        flips, column starts, column flips; on the CPU) or None)."""
         n = self.num_samples
         _, _, h, w = self.images.shape
         g = self.generator(epoch)
@@ -285,10 +321,10 @@ class TensorBatches:
         p, s = self.plan, self.image_size
         if self.transform is not None or not (p.active or (h, w) != (s, s)):
             return rows, None
-        r, r_valid = _axis_index(n, h, s, p, p.vertical_flip, g)
-        c, c_valid = _axis_index(n, w, s, p, p.horizontal_flip, g)
-        grid = [r, c] + ([r_valid, c_valid] if r_valid is not None and c_valid is not None else [])
-        return rows, tuple(t.to(self.device) for t in grid)
+        return rows, (
+            *_axis_draws(n, h, s, p, p.vertical_flip, g),
+            *_axis_draws(n, w, s, p, p.horizontal_flip, g),
+        )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self._epoch
@@ -310,14 +346,27 @@ class TensorBatches:
                     x, yb = self.mixer(x, yb)
             yield x, yb
 
-    def _gather(self, idx: torch.Tensor, aug: tuple[torch.Tensor, ...], start: int, end: int) -> torch.Tensor:
-        """Crop/flip as one gather per axis; zero the padded area when padding is zeros."""
+    def _gather(self, idx: torch.Tensor, aug: tuple[Any, ...], start: int, end: int) -> torch.Tensor:
+        """Crop and flip the batch's images by its draws: slice copies with zero padding (or none),
+        one gather per axis with reflect/replicate padding."""
         xb = self.images.index_select(0, idx)
-        b, c, _, w = xb.shape
-        s = self.image_size
-        rows, cols = aug[0][start:end], aug[1][start:end]
-        xb = xb.gather(2, rows.view(b, 1, s, 1).expand(b, c, s, w))
-        xb = xb.gather(3, cols.view(b, 1, 1, s).expand(b, c, s, s))
-        if len(aug) == 4:
-            xb = xb * (aug[2][start:end].view(b, 1, s, 1) & aug[3][start:end].view(b, 1, 1, s))
-        return xb
+        b, c, h, w = xb.shape
+        s, plan = self.image_size, self.plan
+        r0, r_flip, c0, c_flip = (None if t is None else t[start:end] for t in aug)
+        if plan.random_crop and plan.padding_mode != "zeros":
+            rows, _ = _axis_index(r0, r_flip, h, s, plan)
+            cols, _ = _axis_index(c0, c_flip, w, s, plan)
+            xb = xb.gather(2, rows.to(xb.device).view(b, 1, s, 1).expand(b, c, s, w))
+            return xb.gather(3, cols.to(xb.device).view(b, 1, 1, s).expand(b, c, s, s))
+        out = xb.new_zeros((b, c, s, s))
+        flips = [f.tolist() if f is not None else [False] * b for f in (r_flip, c_flip)]
+        for i, (top, left, v_flip, h_flip) in enumerate(zip(r0.tolist(), c0.tolist(), *flips, strict=True)):
+            # the part of the window [top, top + s) x [left, left + s) inside the image
+            y0, y1, x0, x1 = max(top, 0), min(top + s, h), max(left, 0), min(left + s, w)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            window = out[i, :, y0 - top : y1 - top, x0 - left : x1 - left]
+            window.copy_(xb[i, :, y0:y1, x0:x1])
+            if v_flip or h_flip:
+                out[i] = out[i].flip([d for d, f in ((1, v_flip), (2, h_flip)) if f])
+        return out

@@ -21,9 +21,12 @@ import torch
 
 from ml_framework.data.augment import batch_mixer, sample_transform, seed_of, seeded
 from ml_framework.data.cache import decode_all, decode_image
-from ml_framework.data.loader import Normalizer, batch_bounds, compute_mean_std, epoch_generator
+from ml_framework.data.loader import ChannelStats, Normalizer, batch_bounds, epoch_generator
 
 logger = logging.getLogger("ml_framework.data")
+
+# Images decoded at a time for the stream pipeline's mean/std estimate (its memory stays flat).
+STATS_DECODE_CHUNK = 256
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -174,9 +177,13 @@ def sample_mean_std(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean/std (0..1) of up to `limit` evenly spaced images (the stream pipeline's
     estimate of the training split's statistics; the memory pipeline uses every image)."""
-    picked = np.linspace(0, len(paths) - 1, num=min(limit, len(paths))).round().astype(int)
-    decoded = decode_all([str(paths[i]) for i in np.unique(picked)], decoded_size, channels, num_workers)
-    arrays = [a for a, _ in decoded if a is not None]
-    if not arrays:
+    picked = np.unique(np.linspace(0, len(paths) - 1, num=min(limit, len(paths))).round().astype(int))
+    stats = ChannelStats(channels)
+    for start in range(0, len(picked), STATS_DECODE_CHUNK):  # a few decoded images held at a time
+        chunk = [str(paths[i]) for i in picked[start : start + STATS_DECODE_CHUNK]]
+        arrays = [a for a, _ in decode_all(chunk, decoded_size, channels, num_workers) if a is not None]
+        if arrays:
+            stats.add(torch.from_numpy(np.stack(arrays)))
+    if stats.count == 0:
         return torch.zeros(channels), torch.ones(channels)
-    return compute_mean_std(torch.from_numpy(np.stack(arrays)))
+    return stats.mean_std()

@@ -17,7 +17,7 @@ from ml_framework.config import set_value
 from ml_framework.search.best import best_trial
 from ml_framework.search.objectives import CrossValidation, run_folds, train_and_measure
 from ml_framework.search.space import SearchSpace, suggest
-from ml_framework.training.trainer import Callback, Trainer, TrainingDiverged
+from ml_framework.training.callbacks import Callback, TrainingDiverged
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -29,7 +29,7 @@ class PruningCallback(Callback):
     def __init__(self, trial: optuna.Trial, metric: str, step_offset: int = 0) -> None:
         self.trial, self.metric, self.step_offset = trial, metric, step_offset
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
         value = metrics[self.metric]
         step = self.step_offset + epoch
         self.trial.report(value, step)
@@ -130,7 +130,8 @@ class Objective:
         trial.set_user_attr("last_epoch", int(result.history[-1]["epoch"]) if result.history else 0)
         named = dict(zip(names, values, strict=True))
         trial.set_user_attr("metrics", {**result.best, **result.test, **named})
-        trial.set_user_attr(SPEED_ATTR, result.speed.get("config", {}))
+        if result.speed.get("config"):  # torch runs: the concrete speed settings (tables have none)
+            trial.set_user_attr(SPEED_ATTR, result.speed["config"])
         nan = [n for n, v in named.items() if math.isnan(v)]
         if nan:
             trial.set_user_attr("error", f"{', '.join(nan)} is NaN")

@@ -3,7 +3,6 @@ cross-validation. The objective of `objective.py` calls `evaluate_trial` once pe
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -222,33 +221,38 @@ def run_folds(
     """Train fold 0..K-1 (`run_dir/fold_<k>/`); each objective is the aggregate over folds.
 
     With `prune`, the running aggregate of the first objective is reported after each fold at
-    step = folds done (1-based), so a pruner compares trials after equally many folds."""
+    step = folds done (1-based), so a pruner compares trials after equally many folds. `cfg` is the
+    trial's own config (`trial_config`): its `data.fold` is set fold by fold. The fold scores become the
+    `cv_scores` user attr once the trial's folds end (all, or those done when it was pruned or failed)."""
     import optuna
 
     per_fold: list[list[float]] = []
     result = None
-    for k in range(cv.n_folds):
-        fold_cfg = copy.deepcopy(cfg)
-        fold_cfg.data.fold = k
-        fold_cfg.data.n_folds = cv.n_folds
-        fold_cfg.data.stratified_folds = cv.stratified
-        last = run_dir / f"fold_{k}" / "checkpoints" / "last.pt"  # a retried trial's fold continues
-        result, values = train_and_measure(
-            fold_cfg,
-            metrics,
-            (),
-            run_dir / f"fold_{k}",
-            {**hparams, "fold": k},
-            resume=last if last.is_file() else None,
-        )
-        per_fold.append(values)
-        scores = [v[0] for v in per_fold]
-        trial.set_user_attr("cv_scores", scores)
-        if prune:
-            running = cv.aggregate(scores)
-            trial.report(running, k + 1)
-            if k + 1 < cv.n_folds and trial.should_prune():  # never after the last fold
-                raise optuna.TrialPruned(f"pruned after fold {k + 1} with mean {metrics[0]}={running:.4f}")
+    cfg.data.n_folds = cv.n_folds
+    cfg.data.stratified_folds = cv.stratified
+    try:
+        for k in range(cv.n_folds):
+            cfg.data.fold = k
+            last = run_dir / f"fold_{k}" / "checkpoints" / "last.pt"  # a retried trial's fold continues
+            result, values = train_and_measure(
+                cfg,
+                metrics,
+                (),
+                run_dir / f"fold_{k}",
+                {**hparams, "fold": k},
+                resume=last if last.is_file() else None,
+            )
+            per_fold.append(values)
+            if prune:
+                running = cv.aggregate([v[0] for v in per_fold])
+                trial.report(running, k + 1)
+                if k + 1 < cv.n_folds and trial.should_prune():  # never after the last fold
+                    raise optuna.TrialPruned(
+                        f"pruned after fold {k + 1} with mean {metrics[0]}={running:.4f}"
+                    )
+    finally:
+        if per_fold:
+            trial.set_user_attr("cv_scores", [v[0] for v in per_fold])
     assert result is not None
     return result, [cv.aggregate(col) for col in zip(*per_fold, strict=True)]
 

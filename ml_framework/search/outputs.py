@@ -77,6 +77,11 @@ def trial_history_rows(
     return header, rows
 
 
+# (study, trial, value) of the best config each output dir got from this process: after most trials the
+# best is unchanged and its config is not rebuilt (a new process, e.g. a resumed search, writes it again).
+_written_best: dict[Path, tuple[str, int, Any]] = {}
+
+
 def write_outputs(
     study: optuna.Study,
     base_cfg: DictConfig,
@@ -100,7 +105,8 @@ def write_outputs(
 
     best = best_trial(study)
     directions = [d.name.lower() for d in study.directions]
-    if best is not None:
+    written = _written_best.get(out_dir) == (study.study_name, best and best.number, best and best.value)
+    if best is not None and not (written and (out_dir / "best_config.yaml").is_file()):
         monitor = monitor_metric(metric_names, directions, base_cfg.training)  # one ml-train accepts
         cfg = trial_config(base_cfg, best.params, *monitor, best.user_attrs.get(SPEED_ATTR))
         header_text = (
@@ -120,6 +126,7 @@ def write_outputs(
             "run_dir": best.user_attrs.get("run_dir"),
         }
         atomic_write_text(out_dir / "best_params.json", json.dumps(best_params, indent=2))
+        _written_best[out_dir] = (study.study_name, best.number, best.value)
 
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]

@@ -273,6 +273,7 @@ def run_ray_search(
 
     ray = require_ray()
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from ml_framework.search import ray_tune as rt
@@ -288,6 +289,10 @@ def run_ray_search(
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the driver's cwd
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C reaches us: trials end FAIL, exit 130
+    # Tune's result files are progress.csv and result.json (the loggers passed below); its TensorBoardX
+    # logger is left out: every trial writes its own TensorBoard events, and tensorboardX imports torch
+    # into the driver, which trains nothing.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     started_ray = init_ray(ray, rs.address)
     try:  # resources the cluster cannot give fail before the study exists
         capacity = _capacity(ray, rs)
@@ -363,7 +368,7 @@ def run_ray_search(
             run_config=tune.RunConfig(
                 name=settings.study_name,
                 storage_path=str(Path(cfg.output.runs_dir, "ray").resolve()),
-                callbacks=[recorder],
+                callbacks=[recorder, CSVLoggerCallback(), JsonLoggerCallback()],
                 failure_config=tune.FailureConfig(
                     max_failures=0 if fail_fast else rs.max_failures, fail_fast=fail_fast
                 ),

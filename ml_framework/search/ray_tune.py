@@ -33,7 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ml_framework.search.objective import SPEED_ATTR, trial_config, trial_dir
 from ml_framework.search.space import SearchSpace, suggest
-from ml_framework.training.trainer import Callback, Trainer, TrainingDiverged
+from ml_framework.training.callbacks import Callback, TrainingDiverged
 
 State = optuna.trial.TrialState
 TRIAL_KEY = "study_trial"  # config key: {"number": n, "id": storage trial id}
@@ -82,7 +82,7 @@ class ReportToTune(Callback):
         note, self.note = self.note, {}
         return note
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
         if epoch >= trainer.num_epochs or trainer.should_stop:
             return
         with tempfile.TemporaryDirectory(dir=self.run_dir, prefix=".tune_ckpt_") as tmp:

@@ -200,7 +200,7 @@ def choose_speed(
         "channels_last": "config" if channels_last != "auto" else "measured",
         "compile": "config" if compile_ != "auto" else "measured",
     }
-    if notes and precision != "auto":
+    if precision != "auto" and precisions != [precision]:  # not available here (a note says why)
         decided_by["precision"] = "fallback"
     if len(precisions) == 1 and precision == "auto":
         decided_by["precision"] = "only choice"

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from ml_framework.errors import ConfigError
-from ml_framework.training.trainer import Callback
+from ml_framework.training.callbacks import Callback
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

@@ -6,53 +6,28 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ml_framework.checkpoint import load_checkpoint
 from ml_framework.config import save_config
 from ml_framework.errors import ConfigError
-from ml_framework.fileio import atomic_write_text
+from ml_framework.training.result import LogEpochs, TrainResult, write_outputs
 from ml_framework.training.rundir import close_train_log, create_run_dir, open_train_log
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger("ml_framework.training")
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    monitor: str
-    monitor_mode: str
-    history: list[dict[str, float]]
-    best_epoch: int | None
-    best: dict[str, float]
-    final: dict[str, float]
-    test: dict[str, float] = field(default_factory=dict)
-    stopped_early: bool = False
-    num_params: int = 0
-    status: str = "completed"  # or "failed: <error>" / "interrupted: <reason>"
-    duration_s: float = 0.0
-    speed: dict[str, Any] = field(default_factory=dict)  # precision, channels_last, compile and why
-
-    def value(self, metric: str | None = None) -> float:
-        """The monitored metric at the best epoch (NaN when there is none)."""
-        return float(self.best.get(metric or self.monitor, math.nan))
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["run_dir"] = str(self.run_dir)
-        return d
 
 
 @dataclass
@@ -70,6 +45,8 @@ class PreparedData:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -83,6 +60,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -113,20 +92,6 @@ def _print(console: Any, text: str) -> None:
         print(text, flush=True)
 
 
-class _LogEpochs:
-    """Mirror each epoch into train.log."""
-
-    def on_train_start(self, trainer: Any) -> None:
-        log.info("training from epoch %d to %d", trainer.epoch + 1, trainer.num_epochs)
-
-    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
-        log.info("epoch %d: %s", epoch, json.dumps({k: round(v, 6) for k, v in metrics.items()}))
-
-    def on_train_end(self, trainer: Any) -> None:
-        if trainer.stopped_early:
-            log.info("early stopping after epoch %d", trainer.epoch)
-
-
 def run_training(
     cfg: DictConfig,
     callbacks: Sequence[Any] = (),
@@ -153,8 +118,11 @@ def run_training(
             cfg, callbacks, run_dir=run_dir, progress=progress, hparams_extra=hparams_extra, console=console,
             save_model=not trial,
         )  # fmt: skip
+    import torch
+
     from ml_framework.models import count_parameters, create_model
     from ml_framework.training.autotune import adopt_recorded_speed, apply_choice, choose_speed
+    from ml_framework.training.callbacks import EarlyStopping, check_metric
     from ml_framework.training.finetune import finetune_callbacks, parameter_groups
     from ml_framework.training.optim import create_optimizer, create_scheduler
     from ml_framework.training.progress import RichProgress
@@ -166,7 +134,7 @@ def run_training(
         resume_changes,
     )
     from ml_framework.training.tensorboard import TensorBoardLogger, flatten_hparams
-    from ml_framework.training.trainer import EarlyStopping, Trainer, check_metric
+    from ml_framework.training.trainer import Trainer
 
     started = time.perf_counter()
     cfg = copy.deepcopy(cfg)  # receives the concrete speed settings
@@ -238,7 +206,7 @@ def run_training(
     tb = TensorBoardLogger(
         run_dir, flatten_hparams(cfg, hparams_extra), purge_step=(state["epoch"] + 1) if state else None
     )
-    all_callbacks: list[Any] = [_LogEpochs(), tb]
+    all_callbacks: list[Any] = [LogEpochs(), tb]
     es = t.early_stopping
     if es.enabled:
         all_callbacks.append(EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
@@ -300,7 +268,7 @@ def run_training(
         result.final = trainer.history[-1] if trainer.history else {}
         result.stopped_early = trainer.stopped_early
         result.duration_s = time.perf_counter() - started
-        _write_outputs(result, tb)
+        write_outputs(result, tb)
         close_train_log(handler)
     return result
 
@@ -315,26 +283,3 @@ def _test_metrics(
         best = load_checkpoint(best_path, map_location=device, what="best checkpoint")
         trainer.model.load_state_dict(best["model"])
     return trainer.evaluate(data.test, "test")
-
-
-def _write_outputs(result: TrainResult, tb: Any) -> None:
-    run_dir = result.run_dir
-    atomic_write_text(run_dir / "metrics.json", json.dumps(result.to_json(), indent=1, default=str))
-    hp_metrics = {f"best/{k}": v for k, v in result.best.items() if k != "epoch"}
-    hp_metrics.update({f"final/{k}": v for k, v in result.final.items() if k != "epoch"})
-    hp_metrics.update({f"test/{k}": v for k, v in result.test.items()})
-    tb.finish(hp_metrics)
-    lines = [
-        f"run: {run_dir}",
-        f"status: {result.status}",
-        f"epochs: {len(result.history)}" + (" (early stopping)" if result.stopped_early else ""),
-        f"parameters: {result.num_params}",
-        "speed: "
-        + ", ".join(f"{k}={result.speed.get(k)}" for k in ("precision", "channels_last", "compile")),
-        f"monitor: {result.monitor} ({result.monitor_mode}); best epoch: {result.best_epoch}",
-        "best: " + ", ".join(f"{k}={v:.4f}" for k, v in result.best.items() if k != "epoch"),
-        "final: " + ", ".join(f"{k}={v:.4f}" for k, v in result.final.items() if k != "epoch"),
-        "test: " + (", ".join(f"{k}={v:.4f}" for k, v in result.test.items()) or "(no test split)"),
-        f"duration: {result.duration_s:.1f}s",
-    ]
-    (run_dir / "summary.txt").write_text("\n".join(lines) + "\n")

@@ -17,18 +17,19 @@ import json
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ml_framework.config import save_config
 from ml_framework.errors import ConfigError, DataError
 from ml_framework.fileio import atomic_write_text
+from ml_framework.training.callbacks import EarlyStopping
 from ml_framework.training.tabular_metrics import check_monitor, compute_metrics, probabilities
-from ml_framework.training.trainer import EarlyStopping
 
 log = logging.getLogger("ml_framework.training")
 
@@ -75,6 +76,38 @@ class Prepared:
     @property
     def n_classes(self) -> int:
         return len(self.table.classes)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.x_train, self.x_val, self.x_test, self.y_train, self.y_val, self.y_test)
+        return sum(a.nbytes for a in arrays)
+
+
+# Preprocessed splits are kept in memory (up to this many bytes) while their file is unchanged: every
+# trial of a search fits the same ColumnTransformer on the same rows of each fold, so it is fitted once
+# per fold, as a hand-written search would.
+PREPARED_CACHE_BYTES = 512 * 2**20
+_prepared_cache: OrderedDict[str, Prepared] = OrderedDict()
+
+
+def prepared_data(cfg: DictConfig, table: Any, native: bool, scale: bool) -> Prepared:
+    """`Prepared(cfg, table, native, scale)`, from the cache when the same file, data config, seed
+    and preprocessing were prepared before in this process."""
+    stat = Path(cfg.data.path).stat()
+    key = json.dumps(
+        [OmegaConf.to_container(cfg.data, resolve=True), cfg.training.seed, native, scale,
+         stat.st_mtime_ns, stat.st_size],
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    if key in _prepared_cache:
+        _prepared_cache.move_to_end(key)
+        return _prepared_cache[key]
+    data = Prepared(cfg, table, native, scale)
+    if data.nbytes <= PREPARED_CACHE_BYTES:
+        _prepared_cache[key] = data
+        while sum(d.nbytes for d in _prepared_cache.values()) > PREPARED_CACHE_BYTES:
+            _prepared_cache.popitem(last=False)
+    return data
 
 
 # --------------------------------------------------------------------------- boosting rounds
@@ -363,7 +396,7 @@ def run_estimator(
     `save_model=False` (search trials) skips the fitted pipeline: `ml-train --config best_config.yaml`
     refits the best trial's exactly."""
     from ml_framework.models.tabular import create_estimator, family, is_tree_model
-    from ml_framework.training.run import TrainResult, _LogEpochs, _write_outputs
+    from ml_framework.training.result import LogEpochs, TrainResult, write_outputs
     from ml_framework.training.rundir import create_run_dir, train_log
     from ml_framework.training.tensorboard import TensorBoardLogger, flatten_hparams
 
@@ -382,7 +415,7 @@ def run_estimator(
     es = t.early_stopping
     if es.enabled:
         check_monitor(es.monitor, "training.early_stopping.monitor", task)
-    data = Prepared(cfg, table, native=fam != "sklearn", scale=not is_tree_model(arch, estimator))
+    data = prepared_data(cfg, table, native=fam != "sklearn", scale=not is_tree_model(arch, estimator))
 
     if run_dir is None:
         run_dir = create_run_dir(cfg.output.runs_dir, cfg.output.name, f"{cfg.data.dataset_name}_{fam}")
@@ -413,7 +446,7 @@ def run_estimator(
 
     with train_log(run_dir):
         tb = TensorBoardLogger(run_dir, flatten_hparams(cfg, hparams_extra))
-        all_callbacks: list[Any] = [_LogEpochs()]
+        all_callbacks: list[Any] = [LogEpochs()]
         if es.enabled:
             all_callbacks.append(_RoundsEarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
         all_callbacks.extend(callbacks)
@@ -452,8 +485,8 @@ def run_estimator(
             for row in result.history:
                 for key, value in row.items():
                     if key != "epoch":
-                        tb.writer.add_scalar(key, value, int(row["epoch"]))
-            _write_outputs(result, tb)
+                        tb.add_scalar(key, value, int(row["epoch"]))
+            write_outputs(result, tb)
     return result
 
 
@@ -551,7 +584,7 @@ def prepare_tabular_tensors(cfg: DictConfig, device: Any) -> Any:
             "model.architecture=mlp trains classifiers on tables; for regression use sklearn/MLPRegressor, "
             "xgboost or lightgbm"
         )
-    data = Prepared(cfg, table, native=False, scale=True)
+    data = prepared_data(cfg, table, native=False, scale=True)
     t = cfg.training
 
     def batches(x: np.ndarray, y: np.ndarray, train: bool) -> ArrayBatches:

@@ -3,12 +3,13 @@ compares every run (and every trial of a study) side by side."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ml_framework.training.trainer import Callback, Trainer
+from ml_framework.training.callbacks import Callback
 
 HPARAM_SECTIONS = ("data", "model", "training", "optimizer", "scheduler")
 SKIPPED_HPARAMS = (
@@ -43,28 +44,61 @@ def flatten_hparams(
 
 
 class TensorBoardLogger(Callback):
+    """Scalars per epoch and one hparams session per run, written with TensorBoard's own event writer
+    and hparams protos (not torch's SummaryWriter: a table run never imports torch)."""
+
     def __init__(self, log_dir: Path, hparams: dict[str, Any], purge_step: int | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self.hparams = hparams
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.writer = EventFileWriter(str(log_dir))
+        if purge_step is not None:  # a resumed run: TensorBoard drops the old events from this step on
+            self.writer.add_event(Event(step=purge_step, file_version="brain.Event:2"))
+            self.writer.add_event(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def add_scalar(self, tag: str, value: float, step: int = 0) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+        self.writer.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             if key != "epoch":
-                self.writer.add_scalar(key, value, epoch)
+                self.add_scalar(key, value, epoch)
         self.writer.flush()
 
-    def finish(self, results: dict[str, float]) -> None:
-        """Write the hparams session with the run's best/final/test metrics, then close."""
-        from torch.utils.tensorboard.summary import hparams
+    def finish(self, results: dict[str, float], completed: bool = True) -> None:
+        """Write the hparams session (config, start, end) with the run's best/final/test metrics as its
+        metrics, then close."""
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 
         results = {k: v for k, v in results.items() if isinstance(v, int | float)}
         if results:
-            exp, ssi, sei = hparams(self.hparams, results)
-            file_writer = self.writer._get_file_writer()
-            for summary in (exp, ssi, sei):
-                file_writer.add_summary(summary)
+            end = plugin_data_pb2.SessionEndInfo(
+                status=api_pb2.STATUS_SUCCESS if completed else api_pb2.STATUS_FAILURE,
+                end_time_secs=time.time(),
+            )
+            session_end = Summary(
+                value=[
+                    Summary.Value(
+                        tag=metadata.SESSION_END_INFO_TAG,
+                        metadata=metadata.create_summary_metadata(
+                            plugin_data_pb2.HParamsPluginData(session_end_info=end)
+                        ),
+                        tensor=metadata.NULL_TENSOR,
+                    )
+                ]
+            )
+            experiment = summary_v2.hparams_config_pb(
+                [summary_v2.HParam(k) for k in self.hparams], [summary_v2.Metric(k) for k in results]
+            )
+            for summary in (experiment, summary_v2.hparams_pb(self.hparams), session_end):
+                self.writer.add_event(Event(wall_time=time.time(), summary=summary))
             for key, value in results.items():
-                self.writer.add_scalar(key, value)
+                self.add_scalar(key, value)
         self.writer.close()
