@@ -334,7 +334,7 @@ class TensorBatches:
             # index_select: several times faster than images[idx] on small CPU batches.
             idx = rows[start:end]
             yb = self.labels.index_select(0, idx)
-            xb = self.images.index_select(0, idx) if aug is None else self._gather(idx, aug, start, end)
+            xb = self.images.index_select(0, idx) if aug is None else self._crop(idx, aug, start, end)
             if self.transform is None and self.mixer is None:
                 yield self.normalizer(xb, self.channels_last), yb
                 continue
@@ -346,7 +346,7 @@ class TensorBatches:
                     x, yb = self.mixer(x, yb)
             yield x, yb
 
-    def _gather(self, idx: torch.Tensor, aug: tuple[Any, ...], start: int, end: int) -> torch.Tensor:
+    def _crop(self, idx: torch.Tensor, aug: tuple[Any, ...], start: int, end: int) -> torch.Tensor:
         """Crop and flip the batch's images by its draws: slice copies with zero padding (or none),
         one gather per axis with reflect/replicate padding."""
         xb = self.images.index_select(0, idx)

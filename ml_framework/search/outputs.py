@@ -105,8 +105,10 @@ def write_outputs(
 
     best = best_trial(study)
     directions = [d.name.lower() for d in study.directions]
-    written = _written_best.get(out_dir) == (study.study_name, best and best.number, best and best.value)
-    if best is not None and not (written and (out_dir / "best_config.yaml").is_file()):
+    best_key = None if best is None else (study.study_name, best.number, best.value)
+    if best is not None and not (
+        _written_best.get(out_dir) == best_key and (out_dir / "best_config.yaml").is_file()
+    ):
         monitor = monitor_metric(metric_names, directions, base_cfg.training)  # one ml-train accepts
         cfg = trial_config(base_cfg, best.params, *monitor, best.user_attrs.get(SPEED_ATTR))
         header_text = (
@@ -126,7 +128,7 @@ def write_outputs(
             "run_dir": best.user_attrs.get("run_dir"),
         }
         atomic_write_text(out_dir / "best_params.json", json.dumps(best_params, indent=2))
-        _written_best[out_dir] = (study.study_name, best.number, best.value)
+        _written_best[out_dir] = best_key
 
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
