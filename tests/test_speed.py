@@ -16,7 +16,7 @@ from conftest import tiny_config
 
 from ml_framework.config import from_container, load_config, save_config
 from ml_framework.errors import ConfigError
-from ml_framework.training.autotune import CACHE_NAME, cpu_bf16_supported
+from ml_framework.training.autotune import CACHE_NAME, Candidate, _fastest, cpu_bf16_supported
 from ml_framework.training.run import TrainResult, run_training
 
 # 2 epochs of batch 16 on digits (~156 steps): longer than measuring, so `auto` measures.
@@ -81,6 +81,8 @@ def test_auto_measures_once_caches_and_reproduces(digits_dir: Path, tmp_path: Pa
         {"bf16", "bf16+channels_last"} if cpu_bf16_supported() else set()
     )
     assert set(first.speed["step_ms"]) == expected
+    assert set(first.speed["eval_ms"]) == expected  # evaluation timed too, weighed by the val share
+    assert first.speed["eval_share"] == pytest.approx(0.15 / 0.70, rel=0.05)
     assert first.speed["decided_by"]["compile"].startswith("off for a short run")
     cache = (runs / CACHE_NAME).read_text()
     assert len(json.loads(cache)) == 1
@@ -115,6 +117,14 @@ def test_a_short_run_keeps_the_plain_settings_without_measuring_the_others(
     )
     assert set(result.speed["step_ms"]) == {"fp32"}
     assert "kept plain" in result.speed["decided_by"]["channels_last"]
+
+
+def test_the_choice_weighs_evaluation_by_its_share_of_the_epoch() -> None:
+    plain, cl = Candidate("fp32", False), Candidate("fp32", True)
+    timings = {plain.name: {"step_ms": 100.0, "eval_ms": 60.0}, cl.name: {"step_ms": 98.0, "eval_ms": 40.0}}
+    assert _fastest([plain, cl], timings, eval_share=0.0) == plain  # 2% faster steps: within the margin
+    assert _fastest([plain, cl], timings, eval_share=1.0) == cl  # 138 ms vs 160 ms per step with its eval
+    assert _fastest([plain, cl], {**timings, cl.name: {"error": "no kernel"}}, eval_share=1.0) == plain
 
 
 @pytest.mark.parametrize(

@@ -2,18 +2,21 @@
 them or, for `auto`, chosen by measurement.
 
 `auto` times a few real training steps (the trainer's own `train_step`: forward under autocast, fp32
-loss, backward, optimizer step) of each candidate on copies of the run's model and a fresh optimizer
-of the run's config, with a synthetic batch of the run's batch size and image shape, on the run's
-device. The measurement runs under a forked RNG and touches neither the model nor the data, so training
-sees exactly the random streams it sees without it. Timings are cached per (device, model config,
-input shape, batch size, optimizer, torch version) in `<runs_dir>/.autotune.json`, under a file lock
-and written atomically, so the trials of a search (local workers included) measure at most once and
-every run with the same key makes the same choice. The run writes the concrete choice into its
+loss, backward, optimizer step) and evaluation steps (the trainer's own `evaluate` on one batch) of
+each candidate on copies of the run's model and a fresh optimizer of the run's config, with a
+synthetic batch of the run's batch size and image shape, on the run's device. A candidate's cost is
+its step time plus the evaluation that comes with each training step (validation images per training
+image): a memory format can pay in evaluation and not in training. The measurement runs under a
+forked RNG and touches neither the model nor the data, so training sees exactly the random streams it
+sees without it. Timings are cached per (device, model config, input shape, batch size, optimizer,
+torch version) in `<runs_dir>/.autotune.json`, under a file lock and written atomically, so the trials
+of a search (local workers included) measure at most once and every run with the same key makes the
+same choice. The run writes the concrete choice into its
 config.yaml (and a study into best_config.yaml), so a reproduction never depends on a new measurement.
 
 A candidate replaces a plainer one (fp32 before reduced precision, the default memory format before
-channels-last, eager before compiled) only when it is at least `MARGIN` faster, so measurement noise
-does not pick a setting for a gain it cannot resolve. The plain candidate is timed first: a run with
+channels-last, eager before compiled) only when its cost is at least `MARGIN` lower, so measurement
+noise does not pick a setting for a gain it cannot resolve. The plain candidate is timed first: a run with
 fewer steps than measuring the others would take keeps it. `compile: auto` is considered only outside
 search trials and for runs whose estimated training time exceeds `COMPILE_MIN_RUN_S`; it is chosen
 when the time it saves over the run pays for its compilation. `compile: true` first trains one step
@@ -46,7 +49,7 @@ from ml_framework.fileio import atomic_write_text
 log = logging.getLogger("ml_framework.training")
 
 CACHE_NAME = ".autotune.json"
-MARGIN = 0.05  # a less plain candidate must be at least 5% faster per step
+MARGIN = 0.05  # a less plain candidate must cost at least 5% less per step (evaluation included)
 COMPILE_MIN_RUN_S = 600.0  # compile: auto measures compilation only for runs estimated longer
 WARMUP_STEPS = 2
 ROUNDS = 3
@@ -82,7 +85,9 @@ class SpeedChoice:
     channels_last: bool
     compile: bool
     decided_by: dict[str, str] = field(default_factory=dict)  # key -> config | measured | cached | fallback
-    step_ms: dict[str, float] = field(default_factory=dict)  # candidate -> measured ms per step
+    step_ms: dict[str, float] = field(default_factory=dict)  # candidate -> measured ms per training step
+    eval_ms: dict[str, float] = field(default_factory=dict)  # candidate -> ms to evaluate one such batch
+    eval_share: float = 0.0  # validation images per training image of an epoch
     notes: list[str] = field(default_factory=list)
 
     def config_values(self) -> dict[str, Any]:
@@ -102,7 +107,14 @@ class SpeedChoice:
         for key, reason in self.decided_by.items():
             by_reason.setdefault(reason, []).append(key)
         how = "; ".join(f"{', '.join(keys)}: {reason}" for reason, keys in by_reason.items())
-        timings = ", ".join(f"{k} {v:.1f} ms" for k, v in sorted(self.step_ms.items(), key=lambda kv: kv[1]))
+
+        def timing(name: str, ms: float) -> str:
+            evaluation = self.eval_ms.get(name)
+            return f"{name} {ms:.1f} ms" + (
+                "" if evaluation is None else f" + eval {evaluation:.1f} ms x {self.eval_share:.2f}"
+            )
+
+        timings = ", ".join(timing(k, v) for k, v in sorted(self.step_ms.items(), key=lambda kv: kv[1]))
         text = (
             f"speed settings: precision={self.precision} channels_last={str(self.channels_last).lower()} "
             f"compile={str(self.compile).lower()} ({how})"
@@ -188,9 +200,11 @@ def choose_speed(
     input_shape: tuple[int, int, int],
     num_classes: int,
     total_steps: int,
+    eval_share: float = 0.0,
     trial: bool = False,
 ) -> SpeedChoice:
-    """The concrete speed settings of `cfg.training` for `model` (not modified), measuring `auto` keys."""
+    """The concrete speed settings of `cfg.training` for `model` (not modified), measuring `auto` keys.
+    `eval_share`: validation images per training image of an epoch (the evaluation each step brings)."""
     precision, channels_last, compile_ = requested(cfg.training)
     notes: list[str] = []
     precisions = _precisions(precision, device, notes)
@@ -219,7 +233,7 @@ def choose_speed(
             decided_by.update({k: why for k in ("precision", "channels_last") if decided_by[k] == "measured"})
         else:
             steps = bench.timings(eager)
-    best = _fastest(eager, steps)
+    best = _fastest(eager, steps, eval_share)
     use_compile = False
     if compile_ is True:
         error = bench.probe_compile(Candidate(best.precision, best.channels_last, True))
@@ -238,9 +252,12 @@ def choose_speed(
             steps.update(bench.timings([compiled]))
             use_compile = _compile_pays(steps[best.name], steps[compiled.name], total_steps)
     measured = {k: float(v["step_ms"]) for k, v in steps.items() if "step_ms" in v}
+    evaluated = {k: float(v["eval_ms"]) for k, v in steps.items() if "eval_ms" in v}
     source = "cached" if bench.cache_hit else "measured"
     decided_by = {k: source if v == "measured" else v for k, v in decided_by.items()}
-    return SpeedChoice(best.precision, best.channels_last, use_compile, decided_by, measured, notes)
+    return SpeedChoice(
+        best.precision, best.channels_last, use_compile, decided_by, measured, evaluated, eval_share, notes
+    )
 
 
 def _steps_per_round(step_ms: float) -> int:
@@ -248,11 +265,18 @@ def _steps_per_round(step_ms: float) -> int:
     return max(1, min(MAX_STEPS_PER_ROUND, math.ceil(MIN_TIMED_S * 1000 / max(step_ms, 1e-3))))
 
 
-def _fastest(candidates: list[Candidate], steps: dict[str, dict[str, Any]]) -> Candidate:
-    """The fastest candidate that beats every plainer one by MARGIN (candidates sorted plainest first)."""
+def _cost_ms(timing: dict[str, Any], eval_share: float) -> float | None:
+    """ms per training step with the evaluation it brings, or None when the candidate failed."""
+    if "step_ms" not in timing:
+        return None
+    return float(timing["step_ms"]) + eval_share * float(timing.get("eval_ms", 0.0))
+
+
+def _fastest(candidates: list[Candidate], steps: dict[str, dict[str, Any]], eval_share: float) -> Candidate:
+    """The cheapest candidate that beats every plainer one by MARGIN (candidates sorted plainest first)."""
     best = candidates[0]
     for c in candidates[1:]:
-        ms, best_ms = steps.get(c.name, {}).get("step_ms"), steps.get(best.name, {}).get("step_ms")
+        ms, best_ms = (_cost_ms(steps.get(k.name, {}), eval_share) for k in (c, best))
         if ms is not None and best_ms is not None and ms < best_ms * (1 - MARGIN):
             best = c
     return best
@@ -289,14 +313,16 @@ class _Bench:
             "input": [self.batch_size, *input_shape],
             "optimizer": str(cfg.optimizer.name),
             "torch": torch.__version__,
+            "timed": "train_step, evaluate",
         }
         self.key_id = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.cache_hit = True
 
     def timings(self, candidates: list[Candidate], section: str = "steps") -> dict[str, dict[str, Any]]:
-        """{candidate: {"step_ms": ...} | {"error": ...}} from the cache's `section`, measuring the missing
-        ones together (alternating). Sections: "steps" (the compared candidates, measured side by side),
-        "plain" (the plain candidate alone, for the short-run rule). Cached values never change."""
+        """{candidate: {"step_ms": ..., "eval_ms": ...} | {"error": ...}} from the cache's `section`,
+        measuring the missing ones together (alternating). Sections: "steps" (the compared candidates,
+        measured side by side), "plain" (the plain candidate alone, for the short-run rule). Cached
+        values never change."""
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(self.cache_path.with_name(CACHE_NAME + ".lock")):
             cache = _read_cache(self.cache_path)
@@ -324,7 +350,8 @@ class _Bench:
 
     def _measure(self, candidates: list[Candidate], rounds: int = ROUNDS) -> dict[str, dict[str, Any]]:
         """Warm-up steps, then `rounds` rounds that alternate the candidates; the fastest round counts
-        (the least disturbed by other processes)."""
+        (the least disturbed by other processes). Eager candidates also time evaluation steps (a
+        compiled model would compile again for evaluation: its choice rests on training steps)."""
         out: dict[str, dict[str, Any]] = {}
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -339,24 +366,30 @@ class _Bench:
                     for _ in range(WARMUP_STEPS - 1):
                         trainer.train_step(x, y)
                     warm_s = _timed(trainer, x, y, 1, self.device)
+                    if not c.compile:
+                        _timed(trainer, x, y, 1, self.device, evaluate=True)  # warm-up
                 except Exception as e:  # a candidate that cannot train (compiler missing, no kernel)
                     out[c.name] = {"error": _short(e)}
                     continue
                 out[c.name] = {"compile_s": round(first_s, 3)} if c.compile else {}
                 runners[c] = (trainer, _steps_per_round(warm_s * 1000))
-            best: dict[Candidate, float] = {c: math.inf for c in runners}
+            best: dict[Candidate, list[float]] = {c: [math.inf, math.inf] for c in runners}
             for r in range(rounds):
                 order = list(runners) if r % 2 == 0 else list(reversed(runners))
                 for c in order:
                     trainer, n = runners[c]
                     try:
-                        best[c] = min(best[c], _timed(trainer, x, y, n, self.device))
+                        best[c][0] = min(best[c][0], _timed(trainer, x, y, n, self.device))
+                        if not c.compile:
+                            best[c][1] = min(best[c][1], _timed(trainer, x, y, n, self.device, evaluate=True))
                     except Exception as e:  # e.g. out of memory with the copies side by side
                         out[c.name] = {"error": _short(e)}
                         del runners[c], best[c]
-            for c, seconds in best.items():
+            for c, (step_s, eval_s) in best.items():
                 if rounds:
-                    out[c.name]["step_ms"] = round(seconds * 1000, 3)
+                    out[c.name]["step_ms"] = round(step_s * 1000, 3)
+                if rounds and math.isfinite(eval_s):
+                    out[c.name]["eval_ms"] = round(eval_s * 1000, 3)
             runners.clear()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()  # the copies' memory goes back before training starts
@@ -387,11 +420,17 @@ def _now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _timed(trainer: Any, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device) -> float:
-    """Seconds per step over `n` steps."""
+def _timed(
+    trainer: Any, x: torch.Tensor, y: torch.Tensor, n: int, device: torch.device, evaluate: bool = False
+) -> float:
+    """Seconds per training step (or, with `evaluate`, per evaluation of the batch) over `n` of them."""
     start = _now(device)
-    for _ in range(n):
-        trainer.train_step(x, y)
+    if evaluate:
+        trainer.evaluate([(x, y)] * n)
+    else:
+        trainer.model.train()
+        for _ in range(n):
+            trainer.train_step(x, y)
     return (_now(device) - start) / n
 
 

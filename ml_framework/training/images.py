@@ -25,7 +25,11 @@ from ml_framework.errors import ConfigError, DataError
 log = logging.getLogger("ml_framework.training")
 
 DEFAULT_IMAGE_SIZE = 32
-EVAL_BATCH_SIZE = 256  # evaluation batches are at least this large (no gradients to hold)
+# Evaluation batches (no gradients to hold) are this large, or the training batch size if larger,
+# as long as their float32 input stays within EVAL_BATCH_BYTES: at 224 px RGB that is 111 images, so a
+# pass over a large split holds no more in flight than over a small one.
+EVAL_BATCH_SIZE = 256
+EVAL_BATCH_BYTES = 64 * 2**20
 
 
 def resolve_preprocessing(cfg: DictConfig) -> list[str]:
@@ -133,12 +137,17 @@ def prepare_image_data(cfg: DictConfig, device: torch.device) -> Any:
     )
 
 
-def _sized(common: dict[str, Any], train: bool) -> dict[str, Any]:
-    """The shared batch arguments, with evaluation batches of at least EVAL_BATCH_SIZE."""
-    return {
-        **common,
-        "batch_size": common["batch_size"] if train else max(common["batch_size"], EVAL_BATCH_SIZE),
-    }
+def eval_batch_size(batch_size: int, image_size: int, channels: int) -> int:
+    """The evaluation batch size (EVAL_BATCH_SIZE within EVAL_BATCH_BYTES, at least `batch_size`)."""
+    fits = EVAL_BATCH_BYTES // (4 * channels * image_size * image_size)
+    return max(batch_size, min(EVAL_BATCH_SIZE, fits))
+
+
+def _sized(common: dict[str, Any], train: bool, channels: int) -> dict[str, Any]:
+    """The shared batch arguments, with evaluation batches of `eval_batch_size`."""
+    if train:
+        return common
+    return {**common, "batch_size": eval_batch_size(common["batch_size"], common["image_size"], channels)}
 
 
 def _memory_batches(
@@ -161,7 +170,7 @@ def _memory_batches(
             drop_small_remainder=train,
             mean=mean,
             std=std,
-            **_sized(common, train),
+            **_sized(common, train, d.channels),
         )
 
     return build
@@ -191,7 +200,7 @@ def _stream_batches(
             std=std,
             num_workers=int(d.num_workers),
             persistent=train,  # evaluation loaders start their workers per pass
-            **_sized(common, train),
+            **_sized(common, train, d.channels),
         )
 
     return build

@@ -178,6 +178,7 @@ def run_training(
         input_shape=(data.channels, data.image_size, data.image_size),
         num_classes=len(data.classes),
         total_steps=t.num_epochs * len(data.train),
+        eval_share=data.val.num_samples / max(data.train.num_samples, 1),
         trial=trial,
     )
     for key, value in speed.config_values().items():

@@ -539,6 +539,10 @@ class ArrayBatches:
     def __len__(self) -> int:
         return len(self.bounds)
 
+    @property
+    def num_samples(self) -> int:
+        return len(self.y)
+
     def set_epoch(self, epoch: int) -> None:
         self._epoch = int(epoch)
 
