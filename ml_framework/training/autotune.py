@@ -332,7 +332,7 @@ class _Bench:
             if missing:
                 self.cache_hit = False
                 log.info("measuring %s (once per device/model/shape)", ", ".join(c.name for c in missing))
-                timed.update(self._measure(missing))
+                timed.update(self._measure(missing, evaluate=section != "plain"))
                 entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 atomic_write_text(self.cache_path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
         return {c.name: timed[c.name] for c in candidates}
@@ -348,10 +348,13 @@ class _Bench:
         y = torch.randint(0, self.num_classes, (self.batch_size,), generator=g)
         return x.to(self.device), y.to(self.device)
 
-    def _measure(self, candidates: list[Candidate], rounds: int = ROUNDS) -> dict[str, dict[str, Any]]:
+    def _measure(
+        self, candidates: list[Candidate], rounds: int = ROUNDS, evaluate: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """Warm-up steps, then `rounds` rounds that alternate the candidates; the fastest round counts
-        (the least disturbed by other processes). Eager candidates also time evaluation steps (a
-        compiled model would compile again for evaluation: its choice rests on training steps)."""
+        (the least disturbed by other processes). With `evaluate`, eager candidates also time evaluation
+        steps (a compiled model would compile again for evaluation: its choice rests on training steps);
+        the plain candidate timed alone (the short-run rule) needs only its step time."""
         out: dict[str, dict[str, Any]] = {}
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -366,7 +369,7 @@ class _Bench:
                     for _ in range(WARMUP_STEPS - 1):
                         trainer.train_step(x, y)
                     warm_s = _timed(trainer, x, y, 1, self.device)
-                    if not c.compile:
+                    if evaluate and not c.compile:
                         _timed(trainer, x, y, 1, self.device, evaluate=True)  # warm-up
                 except Exception as e:  # a candidate that cannot train (compiler missing, no kernel)
                     out[c.name] = {"error": _short(e)}
@@ -380,7 +383,7 @@ class _Bench:
                     trainer, n = runners[c]
                     try:
                         best[c][0] = min(best[c][0], _timed(trainer, x, y, n, self.device))
-                        if not c.compile:
+                        if evaluate and not c.compile:
                             best[c][1] = min(best[c][1], _timed(trainer, x, y, n, self.device, evaluate=True))
                     except Exception as e:  # e.g. out of memory with the copies side by side
                         out[c.name] = {"error": _short(e)}
