@@ -386,11 +386,19 @@ def test_a_table_search_never_imports_torch(tables: dict[str, Path], tmp_path: P
     assert out.stdout.strip().endswith("NO_TORCH")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    fold = tmp_path / "runs/optuna_studies/bc_optimization/trial_0/fold_0"
-    acc = EventAccumulator(str(fold))
+    trial = tmp_path / "runs/optuna_studies/bc_optimization/trial_0"
+    acc = EventAccumulator(str(trial))  # one session per trial, with its folds' scores
     acc.Reload()
-    assert "val_roc_auc" in acc.Tags()["scalars"]
+    metric = optuna.load_study(
+        study_name="bc_optimization", storage=f"sqlite:///{tmp_path / 'runs/optuna_studies/optuna.db'}"
+    ).user_attrs["metric"]
+    assert [e.step for e in acc.Scalars(f"folds/{metric}")] == [0, 1]
+    assert {f"cv/{metric}", f"cv/{metric}_std"} <= set(acc.Tags()["scalars"])
     assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    assert not list((trial / "fold_0").glob("events.*"))  # nor one per fold
+    fold_cfg = yaml.safe_load((trial / "config.yaml").read_text())
+    assert fold_cfg["data"]["fold"] is None and fold_cfg["data"]["n_folds"] == 2
+    assert (trial / "fold_0" / "metrics.json").is_file() and not (trial / "fold_0" / "config.yaml").exists()
 
 
 def test_preprocessed_folds_are_reused_until_the_table_changes(
@@ -419,3 +427,44 @@ def test_preprocessed_folds_are_reused_until_the_table_changes(
     os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed
     again = prepare(0)
     assert again is not first and np.array_equal(again.x_val, first.x_val)
+
+
+def test_a_fast_search_rewrites_its_outputs_seldom_and_ends_with_every_trial(
+    tables: dict[str, Path], tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Trials of a fraction of a second: the study outputs are rewritten at most every
+    OUTPUT_INTERVAL_S, and once more at the end with every trial. Without a pruner a CV trial reports
+    no intermediate values (its fold scores are in cv_scores); a fold whose rounds nobody reads has the
+    fitted model's row only."""
+    from ml_framework.search import runner
+
+    writes: list[int] = []
+    real = runner.write_outputs
+
+    def counting(study: Any, *args: Any) -> Any:
+        writes.append(len(study.trials))
+        return real(study, *args)
+
+    monkeypatch.setattr(runner, "write_outputs", counting)
+    monkeypatch.setattr(runner, "OUTPUT_INTERVAL_S", 3600.0)
+    search = {
+        "n_trials": 4,
+        "sampler": {"type": "RandomSampler", "seed": 0},
+        "search_space": SPACES["xgboost"],
+    }
+    path = write_config(tmp_path / "bc.yaml", tables["breast_cancer"], tmp_path / "runs", XGB, search=search)
+    assert search_main(["--config", str(path), "--cv", "2", "--pruner", "none"]) == 0
+    assert writes == [1, 4]  # after the first trial, then the final rewrite
+    history = list(
+        csv.DictReader((tmp_path / "runs/optuna_studies/bc_optimization/trial_history.csv").open())
+    )
+    assert [r["state"] for r in history] == ["COMPLETE"] * 4
+    trials = optuna.load_study(study_name="bc_optimization", storage=storage(tmp_path)).trials
+    assert all(t.intermediate_values == {} and len(t.user_attrs["cv_scores"]) == 2 for t in trials)
+    fold = json.loads(
+        (tmp_path / "runs/optuna_studies/bc_optimization/trial_0/fold_1/metrics.json").read_text()
+    )
+    assert [row["epoch"] for row in fold["history"]] == [20] and "train_roc_auc" in fold["history"][0]
+    assert (
+        "epoch 20:" in (tmp_path / "runs/optuna_studies/bc_optimization/trial_0/fold_1/train.log").read_text()
+    )

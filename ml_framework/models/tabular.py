@@ -101,9 +101,15 @@ def estimator_params(model_cfg: Any) -> dict[str, Any]:
     return params
 
 
+@functools.cache
+def param_defaults(cls: type) -> dict[str, Any]:
+    """The estimator's own parameters and their defaults (`get_params` of a default instance)."""
+    return cls().get_params(deep=False)
+
+
 def check_param_names(architecture: str, cls: type, names: Iterable[str], where: str = "") -> None:
     """Each name must be a parameter of the estimator; the error lists the nearest valid ones."""
-    valid = sorted(cls().get_params(deep=False))
+    valid = sorted(param_defaults(cls))
     for name in names:
         if name not in valid:
             msg = unknown_key_message(f"model.{name}", [f"model.{v}" for v in valid], where or architecture)
@@ -129,7 +135,7 @@ def create_estimator(model_cfg: Any, task: str, seed: int) -> Any:
     cls = estimator_class(architecture, task)
     params = estimator_params(model_cfg)
     check_param_names(architecture, cls, params)
-    valid = cls().get_params(deep=False)
+    valid = param_defaults(cls)
     defaults = {**BOOSTER_DEFAULTS.get(family(architecture), {})}
     if "random_state" in valid:
         defaults["random_state"] = seed

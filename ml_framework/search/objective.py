@@ -111,8 +111,9 @@ class Objective:
             if run_dir.exists():  # a leftover of an earlier study with this name
                 shutil.rmtree(run_dir)
             resume = adopt_retried_run(trial, self.study_path, run_dir)
-            if self.cv is not None:
-                result, values = run_folds(trial, cfg, self.cv, names, run_dir, params, prune)
+            if self.cv is not None:  # fold scores are in cv_scores: report them only to a pruner
+                prune_folds = prune and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+                result, values = run_folds(trial, cfg, self.cv, names, run_dir, params, prune_folds)
             else:
                 callbacks = self.trial_callbacks(trial) if self.trial_callbacks else []
                 callbacks += [PruningCallback(trial, self.metric)] if prune else []

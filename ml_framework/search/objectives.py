@@ -218,7 +218,8 @@ def run_folds(
     hparams: dict[str, Any],
     prune: bool,
 ) -> tuple[TrainResult, list[float]]:
-    """Train fold 0..K-1 (`run_dir/fold_<k>/`); each objective is the aggregate over folds.
+    """Train fold 0..K-1 (`run_dir/fold_<k>/`); each objective is the aggregate over folds, written
+    with the fold scores as the trial's TensorBoard session (`write_cv_session`).
 
     With `prune`, the running aggregate of the first objective is reported after each fold at
     step = folds done (1-based), so a pruner compares trials after equally many folds. `cfg` is the
@@ -253,8 +254,38 @@ def run_folds(
     finally:
         if per_fold:
             trial.set_user_attr("cv_scores", [v[0] for v in per_fold])
+            cfg.data.fold = None
+            write_cv_session(run_dir, cfg, hparams, cv, metrics, per_fold, len(per_fold) == cv.n_folds)
     assert result is not None
     return result, [cv.aggregate(col) for col in zip(*per_fold, strict=True)]
+
+
+def write_cv_session(
+    run_dir: Path,
+    cfg: DictConfig,
+    hparams: dict[str, Any],
+    cv: CrossValidation,
+    metrics: Sequence[str],
+    per_fold: Sequence[Sequence[float]],
+    completed: bool,
+) -> None:
+    """The trial's config.yaml (`data.fold: null`; with `data.fold=<k>` it trains fold k) and its
+    TensorBoard hparams session in `run_dir` (one row per trial in the HParams dashboard, not one
+    per fold): `cv/<objective>` (the aggregate) and `cv/<objective>_std` over the folds done, each
+    fold's value as the scalar `folds/<objective>` at step k."""
+    from ml_framework.config import save_config
+    from ml_framework.training.tensorboard import TensorBoardLogger, flatten_hparams
+
+    save_config(cfg, run_dir / "config.yaml", drop_search=True)
+    tb = TensorBoardLogger(run_dir, flatten_hparams(cfg, hparams))
+    results: dict[str, float] = {}
+    for i, m in enumerate(metrics):
+        scores = [values[i] for values in per_fold]
+        for k, score in enumerate(scores):
+            tb.add_scalar(f"folds/{m}", score, k)
+        results[f"cv/{m}"] = cv.aggregate(scores)
+        results[f"cv/{m}_std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
+    tb.finish(results, completed=completed)
 
 
 def cv_summary(scores: Sequence[float]) -> str:

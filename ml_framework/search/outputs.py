@@ -1,6 +1,7 @@
-"""Study outputs, rewritten after every finished trial so a killed search leaves them current:
-best_config.yaml, best_params.json, trial_history.csv, summary.json, cv_scores.csv (cross-validation),
-all written atomically from the storage alone, so concurrent workers always leave a consistent snapshot."""
+"""Study outputs, rewritten as trials finish (at most every runner.OUTPUT_INTERVAL_S, and at the end) so
+a killed search leaves them current: best_config.yaml, best_params.json, trial_history.csv, summary.json,
+cv_scores.csv (cross-validation), all written atomically from the storage alone, so concurrent workers
+always leave a consistent snapshot."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ def worker_main(spec: WorkerSpec) -> None:
             grid=s.grid,
             fail_fast=spec.fail_fast,
             callbacks=[
-                lambda st, _t: reporter.refresh(st),  # outputs stay current if all die
+                lambda st, _t: reporter.maybe_refresh(st),  # outputs stay current if all die
                 *([tracker.on_trial_end] if tracker is not None else []),
             ],
             should_stop=lambda: reporter.should_stop(study),  # computed from the storage: all agree

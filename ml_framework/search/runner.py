@@ -1,8 +1,9 @@
-"""Run a search in this process: study, trials, outputs after every trial, console progress."""
+"""Run a search in this process: study, trials, outputs as trials finish, console progress."""
 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ from ml_framework.training.progress import make_progress
 
 State = optuna.trial.TrialState
 STATE_STYLE = {State.COMPLETE: "green", State.PRUNED: "yellow", State.FAIL: "red"}
+# Study outputs are rewritten when a trial finishes and this many seconds have passed since the last
+# write (and always when the search ends): every write reads all trials back from the storage, so
+# writing after each of many short trials would cost more than the trials.
+OUTPUT_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -64,7 +69,8 @@ def trial_line(trial: optuna.trial.FrozenTrial, metric: str | list[str]) -> str:
 
 
 class _Reporter:
-    """After every finished trial: outputs, checkpoint policy, one console line, progress."""
+    """After every finished trial: one console line and progress; outputs and checkpoint policy at
+    most every OUTPUT_INTERVAL_S (`maybe_refresh`), and at the end (`refresh`)."""
 
     def __init__(
         self, settings: SearchSettings, base_cfg: DictConfig, console: Console, progress: Progress | None
@@ -72,6 +78,7 @@ class _Reporter:
         self.settings, self.base_cfg, self.console, self.progress = settings, base_cfg, console, progress
         self.task = progress.add_task("trials", total=None) if progress else None
         self.stopped_early = False
+        self._refreshed_at = -math.inf
 
     def should_stop(self, study: optuna.Study) -> bool:
         """search.early_stopping: no improvement in `patience` finished trials."""
@@ -87,10 +94,15 @@ class _Reporter:
         summary = write_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics, extra)
         if self.settings.keep_checkpoints == "best":
             prune_non_best_weights(study, self.settings.path)
+        self._refreshed_at = time.monotonic()
         return summary
 
+    def maybe_refresh(self, study: optuna.Study) -> None:
+        if time.monotonic() - self._refreshed_at >= OUTPUT_INTERVAL_S:
+            self.refresh(study)
+
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.refresh(study)
+        self.maybe_refresh(study)
         self.console.print(trial_line(trial, self.settings.metrics))
         if self.progress is not None and self.task is not None:
             counts = state_counts(study.get_trials(deepcopy=False))

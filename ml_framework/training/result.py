@@ -57,12 +57,14 @@ class LogEpochs:
 
 
 def write_outputs(result: TrainResult, tb: Any) -> None:
+    """metrics.json, summary.txt and the TensorBoard session of `tb` (None: a run without events)."""
     run_dir = result.run_dir
     atomic_write_text(run_dir / "metrics.json", json.dumps(result.to_json(), indent=1, default=str))
-    hp_metrics = {f"best/{k}": v for k, v in result.best.items() if k != "epoch"}
-    hp_metrics.update({f"final/{k}": v for k, v in result.final.items() if k != "epoch"})
-    hp_metrics.update({f"test/{k}": v for k, v in result.test.items()})
-    tb.finish(hp_metrics, completed=result.status == "completed")
+    if tb is not None:
+        hp_metrics = {f"best/{k}": v for k, v in result.best.items() if k != "epoch"}
+        hp_metrics.update({f"final/{k}": v for k, v in result.final.items() if k != "epoch"})
+        hp_metrics.update({f"test/{k}": v for k, v in result.test.items()})
+        tb.finish(hp_metrics, completed=result.status == "completed")
     lines = [
         f"run: {run_dir}",
         f"status: {result.status}",

@@ -116,7 +116,7 @@ def run_training(
 
         return run_estimator(
             cfg, callbacks, run_dir=run_dir, progress=progress, hparams_extra=hparams_extra, console=console,
-            save_model=not trial,
+            trial=trial,
         )  # fmt: skip
     import torch
 
@@ -133,7 +133,7 @@ def run_training(
         record_resume,
         resume_changes,
     )
-    from ml_framework.training.tensorboard import TensorBoardLogger, flatten_hparams
+    from ml_framework.training.tensorboard import TensorBoardLogger, run_hparams
     from ml_framework.training.trainer import Trainer
 
     started = time.perf_counter()
@@ -205,7 +205,7 @@ def run_training(
     log.info(speed.describe())
 
     tb = TensorBoardLogger(
-        run_dir, flatten_hparams(cfg, hparams_extra), purge_step=(state["epoch"] + 1) if state else None
+        run_dir, run_hparams(cfg, hparams_extra, trial), purge_step=(state["epoch"] + 1) if state else None
     )
     all_callbacks: list[Any] = [LogEpochs(), tb]
     es = t.early_stopping

@@ -144,15 +144,18 @@ class Rounds:
         self.epoch = done
         if done % self.every and done < self.num_epochs:
             return False
-        row: dict[str, float] = {"epoch": done, **self.evaluate(native, predict)}
+        self.emit({"epoch": done, **self.evaluate(native, predict)})
+        return self.should_stop
+
+    def emit(self, row: dict[str, float]) -> None:
+        """Record the row of epoch `row["epoch"]` and hand it to the progress bar and callbacks."""
         row["epoch_time"] = time.perf_counter() - self._started
         self._started = time.perf_counter()
         self.history.append(row)
         if self.progress is not None:
-            self.progress(done, row)
+            self.progress(int(row["epoch"]), row)
         for cb in self.callbacks:
-            cb.on_epoch_end(self, done, row)
-        return self.should_stop
+            cb.on_epoch_end(self, int(row["epoch"]), row)
 
     def end(self) -> None:
         for cb in self.callbacks:
@@ -229,9 +232,10 @@ def _lightgbm_callback(rounds: Rounds, x_val: np.ndarray) -> Callable[[Any], Non
     return report
 
 
-def _fit(family: str, estimator: Any, data: Prepared, rounds: Rounds, eval_metrics: list[str]) -> None:
-    """Fit on the training rows, reporting rounds for the boosters; `eval_metrics` are the boosters'
-    own metrics to compute on the validation rows each round (see `native_metrics`)."""
+def _fit(family: str, estimator: Any, data: Prepared, rounds: Rounds | None, eval_metrics: list[str]) -> None:
+    """Fit on the training rows, reporting rounds to `rounds` (None: nobody reads them, the fit runs
+    without a callback); `eval_metrics` are the boosters' own metrics to compute on the validation
+    rows each round (see `native_metrics`)."""
     x, y = data.x_train, data.y_train
     params = estimator.get_params()
     if family == "xgboost":
@@ -240,7 +244,7 @@ def _fit(family: str, estimator: Any, data: Prepared, rounds: Rounds, eval_metri
             estimator.set_params(feature_types=types, enable_categorical=True)
         if eval_metrics and params.get("eval_metric") is None:
             estimator.set_params(eval_metric=eval_metrics)
-        estimator.set_params(callbacks=[_xgboost_callback(rounds, data.x_val)])
+        estimator.set_params(callbacks=[_xgboost_callback(rounds, data.x_val)] if rounds else None)
         # also for xgboost's own early_stopping_rounds
         watch = eval_metrics or params.get("eval_metric") or params.get("early_stopping_rounds")
         try:
@@ -261,11 +265,21 @@ def _fit(family: str, estimator: Any, data: Prepared, rounds: Rounds, eval_metri
             **evals,
             eval_metric=eval_metrics or None,
             categorical_feature=data.native_positions or "auto",
-            callbacks=[_lightgbm_callback(rounds, data.x_val)],
+            callbacks=[_lightgbm_callback(rounds, data.x_val)] if rounds else None,
         )
     else:
         estimator.fit(x, y)
-        rounds.report(1, {}, lambda: _predict(estimator, data.x_val, data))
+        if rounds is not None:
+            rounds.report(1, {}, lambda: _predict(estimator, data.x_val, data))
+
+
+def _rounds_trained(family: str, estimator: Any) -> int:
+    """Boosting rounds in the fitted model (its own early stopping may have ended it early); 1 else."""
+    if family == "xgboost":
+        return int(estimator.get_booster().num_boosted_rounds())
+    if family == "lightgbm":
+        return int(estimator.booster_.current_iteration())
+    return 1
 
 
 def _predict(estimator: Any, x: np.ndarray, data: Prepared) -> np.ndarray:
@@ -390,15 +404,17 @@ def run_estimator(
     progress: bool = True,
     hparams_extra: dict[str, Any] | None = None,
     console: Any = None,
-    save_model: bool = True,
+    trial: bool = False,
 ) -> Any:
     """Fit the `sklearn/<Estimator>`, `xgboost` or `lightgbm` model of `cfg` and write its run dir.
-    `save_model=False` (search trials) skips the fitted pipeline: `ml-train --config best_config.yaml`
-    refits the best trial's exactly."""
+    A search trial (`trial`) saves no fitted pipeline: `ml-train --config best_config.yaml` refits the
+    best trial's exactly. A cross-validation fold of a trial writes no config.yaml (its trial's
+    config.yaml with `data.fold=<k>` is the fold's) and, when nobody reads its rounds, no TensorBoard
+    events: its one row is in metrics.json, and the trial's TensorBoard session holds the folds."""
     from ml_framework.models.tabular import create_estimator, family, is_tree_model
     from ml_framework.training.result import LogEpochs, TrainResult, write_outputs
     from ml_framework.training.rundir import create_run_dir, train_log
-    from ml_framework.training.tensorboard import TensorBoardLogger, flatten_hparams
+    from ml_framework.training.tensorboard import TensorBoardLogger, run_hparams
 
     started = time.perf_counter()
     t = cfg.training
@@ -420,7 +436,9 @@ def run_estimator(
     if run_dir is None:
         run_dir = create_run_dir(cfg.output.runs_dir, cfg.output.name, f"{cfg.data.dataset_name}_{fam}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml", drop_search=True)
+    fold_of_trial = trial and cfg.data.fold is not None
+    if not fold_of_trial:  # a fold's config is its trial's (trial_<n>/config.yaml) with data.fold=<k>
+        save_config(cfg, run_dir / "config.yaml", drop_search=True)
     (run_dir / "splits.json").write_text(json.dumps(data.splits_json))
 
     # Rounds are evaluated for pruning, early stopping and ml-train's progress and curves; a callback
@@ -445,7 +463,8 @@ def run_estimator(
         return row
 
     with train_log(run_dir):
-        tb = TensorBoardLogger(run_dir, flatten_hparams(cfg, hparams_extra))
+        hparams = run_hparams(cfg, hparams_extra, trial)
+        tb = TensorBoardLogger(run_dir, hparams) if hparams or per_round else None
         all_callbacks: list[Any] = [LogEpochs()]
         if es.enabled:
             all_callbacks.append(_RoundsEarlyStopping(es.monitor, es.mode, es.patience, es.min_delta))
@@ -460,10 +479,15 @@ def run_estimator(
         try:
             rounds.start()
             with bar:
-                _fit(fam, estimator, data, rounds, list(dict.fromkeys(lib for lib, _ in natives.values())))
+                libs = list(dict.fromkeys(lib for lib, _ in natives.values()))
+                _fit(fam, estimator, data, rounds if per_round else None, libs)
             rounds.stopped_early = rounds.stopped_early or rounds.should_stop
-            rounds.end()
+            if not per_round:  # the callbacks see the fitted model's row only
+                rounds.epoch = _rounds_trained(fam, estimator)
             final = _final_row(estimator, data, rounds)
+            if not per_round:
+                rounds.emit(final)
+            rounds.end()
             if result.history and result.history[-1]["epoch"] == final["epoch"]:
                 result.history[-1] = final
             else:  # the booster stopped itself between reports (its own early_stopping_rounds)
@@ -474,7 +498,7 @@ def run_estimator(
                 result.test = compute_metrics(
                     task, data.y_test, _predict(estimator, data.x_test, data), "test"
                 )
-            if save_model:
+            if not trial:
                 save_fitted(run_dir, fam, estimator, data, cfg)
         except BaseException as e:
             result.status = f"stopped: {type(e).__name__}: {e}".strip().rstrip(":")
@@ -482,7 +506,7 @@ def run_estimator(
             raise
         finally:
             result.duration_s = time.perf_counter() - started
-            for row in result.history:
+            for row in result.history if tb is not None else ():
                 for key, value in row.items():
                     if key != "epoch":
                         tb.add_scalar(key, value, int(row["epoch"]))

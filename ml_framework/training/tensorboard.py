@@ -43,6 +43,14 @@ def flatten_hparams(
     return out
 
 
+def run_hparams(
+    cfg: DictConfig, extra: dict[str, Any] | None, trial: bool
+) -> dict[str, float | int | str | bool]:
+    """The hparams of a run's TensorBoard session; none for a cross-validation fold of a search trial
+    (`data.fold` set): the trial writes one session for its folds (`search.objectives.run_folds`)."""
+    return {} if trial and cfg.data.get("fold") is not None else flatten_hparams(cfg, extra)
+
+
 class TensorBoardLogger(Callback):
     """Scalars per epoch and one hparams session per run, written with TensorBoard's own event writer
     and hparams protos (not torch's SummaryWriter: a table run never imports torch)."""
@@ -72,13 +80,14 @@ class TensorBoardLogger(Callback):
 
     def finish(self, results: dict[str, float], completed: bool = True) -> None:
         """Write the hparams session (config, start, end) with the run's best/final/test metrics as its
-        metrics, then close."""
+        metrics, then close. A logger without hparams (a cross-validation fold: its trial holds the
+        session) writes no session."""
         from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 
         results = {k: v for k, v in results.items() if isinstance(v, int | float)}
-        if results:
+        if results and self.hparams:
             end = plugin_data_pb2.SessionEndInfo(
                 status=api_pb2.STATUS_SUCCESS if completed else api_pb2.STATUS_FAILURE,
                 end_time_secs=time.time(),
