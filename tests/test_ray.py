@@ -224,3 +224,31 @@ def test_pbt_lineage_follows_the_donors() -> None:
         {"from_epoch": 4, "to_epoch": 5, "trial": 2, "params": {"lr": 0.08}},
     ]
     assert lineage(histories, 0, 4) == [{"from_epoch": 1, "to_epoch": 4, "trial": 0, "params": {"lr": 0.1}}]
+
+
+def test_tune_telemetry_counts_callbacks_without_importing_trackers() -> None:
+    """Ray's usage telemetry imports mlflow and wandb (when installed) to count a run's callbacks by
+    class name; `count_callbacks`, which ml-search puts in its place, gives the same counts without."""
+    pytest.importorskip("ray")
+    pytest.importorskip("mlflow")  # what the check is about: installed, and still never imported
+    code = (
+        "import json, sys\n"
+        "import ray.tune\n"
+        "from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback\n"
+        "from ml_framework.search import ray_tune as rt\n"
+        "class Mine(ray.tune.Callback): pass\n"
+        "class MyLogger(LoggerCallback): pass\n"
+        "cbs = [Mine(), CSVLoggerCallback(), JsonLoggerCallback(), MyLogger(), Mine(), object()]\n"
+        "ours = rt.count_callbacks(cbs)\n"
+        "light = not {'mlflow', 'wandb'} & set(sys.modules)\n"
+        "from ray.air._internal import usage\n"
+        "rays = dict(usage._count_callbacks(cbs))\n"
+        "rt.count_callbacks_by_name()\n"
+        "print(json.dumps([ours, rays, light, usage._count_callbacks is rt.count_callbacks]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours, rays, light, replaced = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ours == rays == {"CustomCallback": 2, "CSVLoggerCallback": 1, "JsonLoggerCallback": 1,
+                            "CustomLoggerCallback": 1}  # fmt: skip
+    assert light and replaced

@@ -183,7 +183,10 @@ def init_ray(ray: Any, address: str | None) -> bool:
                 f"--address {address}: no Ray cluster there ({e}); start one with `ray start --head`"
             ) from None
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, **quiet)
+        # No idle workers started ahead: a trial's actor gets a process of its own when it starts, so
+        # prestarted ones would only take the cores (each imports Ray) while the runtime comes up.
+        prestart = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+        ray.init(num_cpus=os.cpu_count() or 1, _system_config=prestart, **quiet)
     return True
 
 
@@ -253,6 +256,7 @@ def run_ray_search(
     """The search of `settings` with Ray Tune scheduling the trials; the study, its outputs and the
     tracker are the native engine's. Returns a runner.SearchOutcome."""
     import logging
+    import threading
     import time
     from pathlib import Path
 
@@ -278,6 +282,7 @@ def run_ray_search(
 
     from ml_framework.search import ray_tune as rt
 
+    rt.count_callbacks_by_name()
     console = console or Console(highlight=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ml_framework").setLevel(logging.WARNING)
@@ -387,13 +392,19 @@ def run_ray_search(
         outcome.ok = False
     finally:
         recorder.fail_unfinished()
+        # The runtime this process started stops while the outputs and the report are written: its
+        # shutdown mostly waits for Ray's processes to exit (about 1.5 s). The thread is not a daemon:
+        # if writing fails, the interpreter still waits for it before exiting.
+        stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown") if started_ray else None
+        if stopping is not None:
+            stopping.start()
         outcome.summary = reporter.refresh(study)
-        if started_ray:
-            ray.shutdown()
     _final_report(console, study, settings, outcome.summary, time.perf_counter() - started, config_path)
     from ml_framework.search.best import best_trial
 
     if best_trial(study) is None:
         outcome.ok = False
     finish_tracking(tracker, study, outcome, console)
+    if stopping is not None:
+        stopping.join()
     return outcome

@@ -10,10 +10,12 @@
 - `StudyRecorder`: a Tune callback in the driver that writes intermediate values, perturbations and the
   final state of every Ray trial into the study (a trial Tune stopped early is PRUNED at its last epoch),
   then refreshes the study outputs.
+- `count_callbacks`: Tune's usage count of a run's callbacks, without importing mlflow and wandb.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -279,6 +281,44 @@ def clip_to_space(space: SearchSpace) -> Callable[[dict], dict]:
 
 
 # -- the driver: every Ray trial into the study ---------------------------------------------------
+
+
+# Callback classes Tune's usage telemetry counts by name (ray.air._internal.usage._count_callbacks).
+TELEMETRY_CALLBACKS = (
+    "WandbLoggerCallback",
+    "MLflowLoggerCallback",
+    "CometLoggerCallback",
+    "AimLoggerCallback",
+    "CSVLoggerCallback",
+    "JsonLoggerCallback",
+    "TBXLoggerCallback",
+)
+
+
+def count_callbacks(callbacks: list[Any] | None) -> dict[str, int]:
+    """What Ray's `_count_callbacks` returns for `callbacks`: class name -> count, with other loggers
+    as CustomLoggerCallback and other callbacks as CustomCallback. Ray's own first imports its MLflow,
+    W&B, Comet and Aim integrations to read those class names, and so mlflow and wandb where they are
+    installed: seconds of every search's start-up, spent before the first trial."""
+    from ray.tune.logger import LoggerCallback
+
+    counts: collections.Counter[str] = collections.Counter()
+    for cb in callbacks or []:
+        if not isinstance(cb, tune.Callback):
+            continue
+        name = type(cb).__name__
+        if name not in TELEMETRY_CALLBACKS:
+            name = "CustomLoggerCallback" if isinstance(cb, LoggerCallback) else "CustomCallback"
+        counts[name] += 1
+    return dict(counts)
+
+
+def count_callbacks_by_name() -> None:
+    """Tune's telemetry counts callbacks with `count_callbacks` (the same tag, no integration imports)."""
+    from ray.air._internal import usage
+
+    if hasattr(usage, "_count_callbacks"):  # a Ray without it records no such tag
+        usage._count_callbacks = count_callbacks
 
 
 class StudyRecorder(tune.Callback):
