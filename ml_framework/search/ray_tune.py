@@ -339,18 +339,24 @@ class StudyRecorder(tune.Callback):
         self.study_path = study_path
         self.scheduler, self.on_finished, self.set_params = scheduler, on_finished, set_params
         self.seen: dict[int, int] = {}  # storage trial id -> number, of trials started by this search
+        self.open: dict[int, optuna.Trial] = {}  # storage trial id -> its Trial, until it finishes
         self.steps: dict[int, set[int]] = {}
         self.history: dict[int, list[dict[str, Any]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config for `Tuner.restore`; a search continues with `ml-search --resume`
         instead, so the console and tracker handles are left out."""
-        return {**self.__dict__, "on_finished": None}
+        return {**self.__dict__, "on_finished": None, "open": {}}
 
     def _trial(self, trial: Any) -> optuna.Trial:
+        """The study trial of a Ray trial, made once: Tune waits for these callbacks before the trial's
+        next epoch, and making an `optuna.Trial` reads the trial back from the storage."""
         ident = trial.config[TRIAL_KEY]
-        self.seen[int(ident["id"])] = int(ident["number"])
-        return optuna.Trial(self.study, int(ident["id"]))
+        trial_id = int(ident["id"])
+        self.seen[trial_id] = int(ident["number"])
+        if trial_id not in self.open:
+            self.open[trial_id] = optuna.Trial(self.study, trial_id)
+        return self.open[trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         ot = self._trial(trial)
@@ -372,7 +378,6 @@ class StudyRecorder(tune.Callback):
         if epoch not in steps and isinstance(value, int | float) and math.isfinite(value):
             ot.report(float(value), epoch)
             steps.add(epoch)
-        ot.set_user_attr("last_epoch", epoch)
         if EXPLOIT_KEY in result:
             exploit = json.loads(result[EXPLOIT_KEY])
             number = int(trial.config[TRIAL_KEY]["number"])
@@ -394,6 +399,8 @@ class StudyRecorder(tune.Callback):
         if self.storage.get_trial(ot._trial_id).state.is_finished():
             return
         result = trial.last_result or {}
+        self.open.pop(ot._trial_id, None)
+        ot.set_user_attr("last_epoch", int(result.get("epoch", 0)))  # the summary's, when it has one
         if self.set_params:  # PBT: the trial's params are its final values (pbt_history has the rest)
             for p in self.space:
                 if p.name in trial.config:
