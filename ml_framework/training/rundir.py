@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ml_framework.errors import ConfigError
 from ml_framework.fileio import check_name
@@ -38,6 +39,12 @@ def create_run_dir(runs_dir: str | Path, name: str | None, default_stem: str) ->
         except FileExistsError:
             continue
     raise ConfigError(f"could not create a new run dir under {runs_dir}")
+
+
+def trial_fold(cfg: Any, trial: bool) -> bool:
+    """A cross-validation fold of a search trial (`trial_<n>/fold_<k>/`, `data.fold` set): its trial
+    writes the config.yaml and TensorBoard session of its folds (`search.objectives.write_cv_session`)."""
+    return trial and cfg.data.get("fold") is not None
 
 
 def resolve_resume(path: str | Path) -> tuple[Path, Path]:

@@ -413,7 +413,7 @@ def run_estimator(
     events: its one row is in metrics.json, and the trial's TensorBoard session holds the folds."""
     from ml_framework.models.tabular import create_estimator, family, is_tree_model
     from ml_framework.training.result import LogEpochs, TrainResult, write_outputs
-    from ml_framework.training.rundir import create_run_dir, train_log
+    from ml_framework.training.rundir import create_run_dir, train_log, trial_fold
     from ml_framework.training.tensorboard import TensorBoardLogger, run_hparams
 
     started = time.perf_counter()
@@ -436,8 +436,7 @@ def run_estimator(
     if run_dir is None:
         run_dir = create_run_dir(cfg.output.runs_dir, cfg.output.name, f"{cfg.data.dataset_name}_{fam}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    fold_of_trial = trial and cfg.data.fold is not None
-    if not fold_of_trial:  # a fold's config is its trial's (trial_<n>/config.yaml) with data.fold=<k>
+    if not trial_fold(cfg, trial):  # a fold's config is its trial's (trial_<n>/config.yaml), data.fold=<k>
         save_config(cfg, run_dir / "config.yaml", drop_search=True)
     (run_dir / "splits.json").write_text(json.dumps(data.splits_json))
 

@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ml_framework.training.callbacks import Callback
+from ml_framework.training.rundir import trial_fold
 
 HPARAM_SECTIONS = ("data", "model", "training", "optimizer", "scheduler")
 SKIPPED_HPARAMS = (
@@ -47,8 +48,8 @@ def run_hparams(
     cfg: DictConfig, extra: dict[str, Any] | None, trial: bool
 ) -> dict[str, float | int | str | bool]:
     """The hparams of a run's TensorBoard session; none for a cross-validation fold of a search trial
-    (`data.fold` set): the trial writes one session for its folds (`search.objectives.run_folds`)."""
-    return {} if trial and cfg.data.get("fold") is not None else flatten_hparams(cfg, extra)
+    (`rundir.trial_fold`): the trial writes one session for its folds."""
+    return {} if trial_fold(cfg, trial) else flatten_hparams(cfg, extra)
 
 
 class TensorBoardLogger(Callback):
