@@ -5,6 +5,7 @@ time-ordered splits, and clear errors for bad tables."""
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from conftest import REPO
 from ml_framework.cli.init_config import main as init_main
 from ml_framework.cli.search import main as search_main
 from ml_framework.cli.train import main as train_main
+from ml_framework.training.metrics import CLASSIFICATION_METRICS
 
 sys.path.insert(0, str(REPO / "scripts"))
 from make_tabular import write_dataset
@@ -427,6 +429,16 @@ def test_preprocessed_folds_are_reused_until_the_table_changes(
     os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed
     again = prepare(0)
     assert again is not first and np.array_equal(again.x_val, first.x_val)
+    # the splits are views of one array of every row (one predict call scores them all)
+    assert np.shares_memory(again.x_train, again.x_all) and again.x_all.flags["C_CONTIGUOUS"]
+    assert len(again.x_all) == len(again.train_idx) + len(again.val_idx) + len(again.test_idx)
+    # an interpolated value is keyed by what it resolves to
+    cfg.data.split_seed = "${training.num_epochs}"
+    cfg.training.num_epochs = 1
+    one = prepare(0)
+    cfg.training.num_epochs = 2
+    two = prepare(0)
+    assert two is not one and not np.array_equal(two.val_idx, one.val_idx)
 
 
 def test_a_fast_search_rewrites_its_outputs_seldom_and_ends_with_every_trial(
@@ -447,6 +459,14 @@ def test_a_fast_search_rewrites_its_outputs_seldom_and_ends_with_every_trial(
 
     monkeypatch.setattr(runner, "write_outputs", counting)
     monkeypatch.setattr(runner, "OUTPUT_INTERVAL_S", 3600.0)
+    seen: list[tuple[int, bool]] = []  # (the progress bar's complete count, objects frozen) per trial
+    report = runner._Reporter.__call__
+
+    def reporting(self: Any, study: Any, trial: Any) -> None:
+        report(self, study, trial)
+        seen.append((self.counts.get("complete", 0), gc.get_freeze_count() > 0))
+
+    monkeypatch.setattr(runner._Reporter, "__call__", reporting)
     search = {
         "n_trials": 4,
         "sampler": {"type": "RandomSampler", "seed": 0},
@@ -455,6 +475,9 @@ def test_a_fast_search_rewrites_its_outputs_seldom_and_ends_with_every_trial(
     path = write_config(tmp_path / "bc.yaml", tables["breast_cancer"], tmp_path / "runs", XGB, search=search)
     assert search_main(["--config", str(path), "--cv", "2", "--pruner", "none"]) == 0
     assert writes == [1, 4]  # after the first trial, then the final rewrite
+    # the counts go on without reading the study back; the collector skips objects older than the
+    # search while it runs, and gets them back when it ends
+    assert seen == [(1, True), (2, True), (3, True), (4, True)] and gc.get_freeze_count() == 0
     history = list(
         csv.DictReader((tmp_path / "runs/optuna_studies/bc_optimization/trial_history.csv").open())
     )
@@ -465,6 +488,7 @@ def test_a_fast_search_rewrites_its_outputs_seldom_and_ends_with_every_trial(
         (tmp_path / "runs/optuna_studies/bc_optimization/trial_0/fold_1/metrics.json").read_text()
     )
     assert [row["epoch"] for row in fold["history"]] == [20] and "train_roc_auc" in fold["history"][0]
+    assert set(fold["test"]) == {f"test_{m}" for m in CLASSIFICATION_METRICS}
     assert (
         "epoch 20:" in (tmp_path / "runs/optuna_studies/bc_optimization/trial_0/fold_1/train.log").read_text()
     )

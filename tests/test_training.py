@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, run_cli, tiny_config
 from PIL import Image
 
-from ml_framework.config import apply_overrides, load_config
+from ml_framework.config import apply_overrides, copy_config, load_config, set_value
 from ml_framework.errors import ConfigError
 
 
@@ -40,6 +40,19 @@ def test_overrides_and_zero_values() -> None:
     cfg = apply_overrides(cfg, ["model.dropout=0", "optimizer.betas=[0.8, 0.9]", "model.kwargs.foo=1"])
     assert cfg.optimizer.lr == 0.0 and cfg.model.dropout == 0.0
     assert list(cfg.optimizer.betas) == [0.8, 0.9] and cfg.model.kwargs.foo == 1
+
+
+def test_a_copied_config_is_independent_and_keeps_its_schema() -> None:
+    cfg = load_config(REPO / "configs" / "digits.yaml")
+    copied = copy_config(cfg)
+    copied.optimizer.lr, copied.model.kwargs = 0.5, {"foo": 1}
+    assert (
+        cfg.optimizer.lr != 0.5
+        and "foo" not in cfg.model.kwargs
+        and copied == apply_overrides(cfg, ["optimizer.lr=0.5", "model.kwargs.foo=1"])
+    )
+    with pytest.raises(ConfigError, match=r"training\.num_epochs"):  # the copy's values are still typed
+        set_value(copied, "training.num_epochs", "abc")
 
 
 def test_unknown_key_in_file(tmp_path: Path) -> None:

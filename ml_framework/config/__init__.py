@@ -3,6 +3,7 @@
 from ml_framework.config.loader import (
     apply_overrides,
     config_keys,
+    copy_config,
     from_container,
     is_known_key,
     load_config,
@@ -15,6 +16,7 @@ from ml_framework.config.loader import (
 __all__ = [
     "apply_overrides",
     "config_keys",
+    "copy_config",
     "from_container",
     "is_known_key",
     "load_config",

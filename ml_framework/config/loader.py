@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,15 @@ def load_config(path: str | Path, overrides: Sequence[str] | Mapping[str, Any] =
         data = select_groups(data, groups, path.parent)
     data = apply_values(data, [o for o in parsed if not is_group(o, path.parent)], where=str(path))
     return from_container(data, where=str(path))
+
+
+def copy_config(cfg: DictConfig) -> DictConfig:
+    """A deep copy of `cfg` (schema types and flags kept). A pickle round trip of this in-memory object
+    (never of a file): several times faster than `copy.deepcopy` of an OmegaConf tree, and a search
+    copies its config once per trial."""
+    copied = pickle.loads(pickle.dumps(cfg, pickle.HIGHEST_PROTOCOL))
+    assert isinstance(copied, DictConfig)
+    return copied
 
 
 def to_yaml(cfg: DictConfig, drop_search: bool = False) -> str:

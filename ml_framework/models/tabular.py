@@ -19,6 +19,7 @@ BOOSTERS: dict[str, tuple[str, str, str]] = {
     "xgboost": ("xgboost", "XGBClassifier", "XGBRegressor"),
     "lightgbm": ("lightgbm", "LGBMClassifier", "LGBMRegressor"),
 }
+DEFAULT_ROUNDS = 100  # XGBoost's and LightGBM's n_estimators when it is not set
 # Defaults that differ from the library's: LightGBM prints a line per warning otherwise.
 BOOSTER_DEFAULTS: dict[str, dict[str, Any]] = {"lightgbm": {"verbose": -1}, "xgboost": {}}
 # Modules looked in first (scikit-learn's all_estimators imports every module: ~1.5 s).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from ml_framework.config import set_value
+from ml_framework.config import copy_config, set_value
 from ml_framework.search.best import best_trial
 from ml_framework.search.objectives import CrossValidation, run_folds, train_and_measure
 from ml_framework.search.space import SearchSpace, suggest
@@ -51,7 +50,7 @@ def trial_config(
 ) -> DictConfig:
     """The training config of a trial: base + sampled values; the best checkpoint follows the study metric.
     `resolved` (a finished trial's SPEED_ATTR) replaces `auto` speed settings by what the trial used."""
-    cfg = copy.deepcopy(base)
+    cfg = copy_config(base)
     for key, value in {**params, **(resolved or {})}.items():
         set_value(cfg, key, value, where="search.search_space")
     cfg.training.monitor = metric
@@ -160,8 +159,13 @@ def adopt_retried_run(trial: optuna.Trial, study_path: Path, run_dir: Path) -> P
     trial's run dir moves to this trial's dir and its last.pt is returned to resume from (with
     cross-validation each fold resumes from its own `fold_<k>/checkpoints/last.pt`). Records
     `resumed_from_trial` (the dead trial) and `retried_from_trial` (the first of the chain)."""
-    # What RetryHeartbeatStaleTrialCallback records (its helpers take a FrozenTrial, not a Trial).
-    attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+    # What RetryHeartbeatStaleTrialCallback records (its helpers take a FrozenTrial, not a Trial) when it
+    # queues the retry: the trial as read when it was asked for holds it, without another storage read.
+    frozen = getattr(trial, "_cached_frozen_trial", None)
+    if frozen is not None:
+        attrs = frozen.system_attrs
+    else:
+        attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
     original = attrs.get("failed_trial")
     if original is None:
         return None

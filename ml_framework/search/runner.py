@@ -79,6 +79,7 @@ class _Reporter:
         self.task = progress.add_task("trials", total=None) if progress else None
         self.stopped_early = False
         self._refreshed_at = -math.inf
+        self.counts: dict[str, int] = {}  # the study's trials by state, as of the last refresh + ours
 
     def should_stop(self, study: optuna.Study) -> bool:
         """search.early_stopping: no improvement in `patience` finished trials."""
@@ -94,18 +95,27 @@ class _Reporter:
         summary = write_outputs(study, self.base_cfg, self.settings.path, self.settings.metrics, extra)
         if self.settings.keep_checkpoints == "best":
             prune_non_best_weights(study, self.settings.path)
+        self.counts = state_counts(study.get_trials(deepcopy=False))  # read by write_outputs just now
         self._refreshed_at = time.monotonic()
         return summary
 
-    def maybe_refresh(self, study: optuna.Study) -> None:
-        if time.monotonic() - self._refreshed_at >= OUTPUT_INTERVAL_S:
-            self.refresh(study)
+    def maybe_refresh(self, study: optuna.Study) -> bool:
+        """Refresh when OUTPUT_INTERVAL_S has passed; True when it did."""
+        if time.monotonic() - self._refreshed_at < OUTPUT_INTERVAL_S:
+            return False
+        self.refresh(study)
+        return True
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.maybe_refresh(study)
+        """Between refreshes the counts add this worker's trials (reading every trial back from the
+        storage after each one costs more than a short trial's bookkeeping); trials of other workers
+        appear at the next refresh."""
+        if not self.maybe_refresh(study):
+            state = trial.state.name.lower()
+            self.counts[state] = self.counts.get(state, 0) + 1
         self.console.print(trial_line(trial, self.settings.metrics))
         if self.progress is not None and self.task is not None:
-            counts = state_counts(study.get_trials(deepcopy=False))
+            counts = {"complete": 0, "pruned": 0, "fail": 0, **self.counts}
             self.progress.update(
                 self.task,
                 completed=counts["complete"] + counts["pruned"],

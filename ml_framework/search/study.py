@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -411,6 +412,10 @@ def run_worker(
         nonlocal failures
         failures += trial.state == State.FAIL
 
+    # Objects alive before the first trial (imported libraries, the study, the config) outlive the
+    # search: frozen, the cyclic garbage collector stops rescanning them (about 0.1 s per pass) as
+    # trials add objects. They go back to its oldest generation when the worker ends.
+    gc.freeze()
     try:
         while not should_stop():
             remaining = time_left(study)
@@ -440,4 +445,5 @@ def run_worker(
             )
             lock.release()
     finally:
+        gc.unfreeze()
         lock.close()

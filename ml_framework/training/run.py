@@ -3,7 +3,6 @@ search trial. Data, model, optimizer, scheduler, run dir, logging and checkpoint
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ml_framework.checkpoint import load_checkpoint
-from ml_framework.config import save_config
+from ml_framework.config import copy_config, save_config
 from ml_framework.errors import ConfigError
 from ml_framework.training.result import LogEpochs, TrainResult, write_outputs
 from ml_framework.training.rundir import close_train_log, create_run_dir, open_train_log
@@ -137,7 +136,7 @@ def run_training(
     from ml_framework.training.trainer import Trainer
 
     started = time.perf_counter()
-    cfg = copy.deepcopy(cfg)  # receives the concrete speed settings
+    cfg = copy_config(cfg)  # receives the concrete speed settings
     t = cfg.training
     check_metric(t.monitor, "training.monitor")  # before any data is loaded or epoch trained
     if t.early_stopping.enabled:

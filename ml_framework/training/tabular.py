@@ -62,15 +62,23 @@ class Prepared:
             self.table, d.preprocess, native=native, scale=scale
         )
         x = self.table.features
-        self.x_train = np.asarray(self.preprocessor.fit_transform(x.iloc[self.train_idx]), dtype=np.float64)
-        self.x_val = self._transform(self.val_idx)
-        self.x_test = self._transform(self.test_idx)
+        train = np.asarray(self.preprocessor.fit_transform(x.iloc[self.train_idx]), dtype=np.float64)
+        # One C-ordered array of the train, val and test rows; the splits are views of it, so a fitted
+        # model scores every split with one predict call (`_final_metrics`).
+        parts = [
+            train,
+            self._transform(self.val_idx, train.shape[1]),
+            self._transform(self.test_idx, train.shape[1]),
+        ]
+        self.x_all = np.ascontiguousarray(np.concatenate(parts))
+        a, b = len(self.train_idx), len(self.train_idx) + len(self.val_idx)
+        self.x_train, self.x_val, self.x_test = self.x_all[:a], self.x_all[a:b], self.x_all[b:]
         y = self.table.target
         self.y_train, self.y_val, self.y_test = y[self.train_idx], y[self.val_idx], y[self.test_idx]
 
-    def _transform(self, idx: np.ndarray) -> np.ndarray:
+    def _transform(self, idx: np.ndarray, width: int) -> np.ndarray:
         if len(idx) == 0:
-            return np.empty((0, self.x_train.shape[1]))
+            return np.empty((0, width))
         return np.asarray(self.preprocessor.transform(self.table.features.iloc[idx]), dtype=np.float64)
 
     @property
@@ -79,8 +87,7 @@ class Prepared:
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.x_train, self.x_val, self.x_test, self.y_train, self.y_val, self.y_test)
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in (self.x_all, self.y_train, self.y_val, self.y_test))
 
 
 # Preprocessed splits are kept in memory (up to this many bytes) while their file is unchanged: every
@@ -94,11 +101,10 @@ def prepared_data(cfg: DictConfig, table: Any, native: bool, scale: bool) -> Pre
     """`Prepared(cfg, table, native, scale)`, from the cache when the same file, data config, seed
     and preprocessing were prepared before in this process."""
     stat = Path(cfg.data.path).stat()
-    key = json.dumps(
-        [OmegaConf.to_container(cfg.data, resolve=True), cfg.training.seed, native, scale,
-         stat.st_mtime_ns, stat.st_size],
-        sort_keys=True, default=str,
-    )  # fmt: skip
+    text = str(cfg.data)  # the node's repr: a fraction of to_container's cost, once per fold of a search
+    if "${" in text:  # an interpolation: its resolved value is the key
+        text = json.dumps(OmegaConf.to_container(cfg.data, resolve=True), sort_keys=True, default=str)
+    key = json.dumps([text, cfg.training.seed, native, scale, stat.st_mtime_ns, stat.st_size])
     if key in _prepared_cache:
         _prepared_cache.move_to_end(key)
         return _prepared_cache[key]
@@ -237,22 +243,22 @@ def _fit(family: str, estimator: Any, data: Prepared, rounds: Rounds | None, eva
     without a callback); `eval_metrics` are the boosters' own metrics to compute on the validation
     rows each round (see `native_metrics`)."""
     x, y = data.x_train, data.y_train
-    params = estimator.get_params()
-    if family == "xgboost":
+    if family == "xgboost":  # its parameters are attributes (get_params costs more than a small fit's rounds)
         if data.native_positions:
             types = ["c" if i in data.native_positions else "q" for i in range(x.shape[1])]
             estimator.set_params(feature_types=types, enable_categorical=True)
-        if eval_metrics and params.get("eval_metric") is None:
+        user_metric = estimator.eval_metric
+        if eval_metrics and user_metric is None:
             estimator.set_params(eval_metric=eval_metrics)
         estimator.set_params(callbacks=[_xgboost_callback(rounds, data.x_val)] if rounds else None)
         # also for xgboost's own early_stopping_rounds
-        watch = eval_metrics or params.get("eval_metric") or params.get("early_stopping_rounds")
+        watch = eval_metrics or user_metric or estimator.early_stopping_rounds
         try:
             estimator.fit(x, y, eval_set=[(data.x_val, data.y_val)] if watch else None, verbose=False)
         finally:  # the saved model keeps no reference to this run (set_params would reconfigure it)
             estimator.callbacks = None
     elif family == "lightgbm":
-        watch = eval_metrics or any(k.startswith("early_stopping") for k in params)
+        watch = eval_metrics or any(k.startswith("early_stopping") for k in estimator.get_params())
         if not watch:
             evals: dict[str, Any] = {}
         elif "eval_X" in inspect.signature(estimator.fit).parameters:  # LightGBM >= 4.6
@@ -411,7 +417,7 @@ def run_estimator(
     best trial's exactly. A cross-validation fold of a trial writes no config.yaml (its trial's
     config.yaml with `data.fold=<k>` is the fold's) and, when nobody reads its rounds, no TensorBoard
     events: its one row is in metrics.json, and the trial's TensorBoard session holds the folds."""
-    from ml_framework.models.tabular import create_estimator, family, is_tree_model
+    from ml_framework.models.tabular import BOOSTERS, DEFAULT_ROUNDS, create_estimator, family, is_tree_model
     from ml_framework.training.result import LogEpochs, TrainResult, write_outputs
     from ml_framework.training.rundir import create_run_dir, train_log, trial_fold
     from ml_framework.training.tensorboard import TensorBoardLogger, run_hparams
@@ -444,11 +450,11 @@ def run_estimator(
     # that reads no epochs (`per_epoch = False`: a cross-validation fold's) leaves only the end. Per
     # round only the metrics someone reads (the monitor, early stopping's); all of them at the end.
     per_round = es.enabled or progress or any(getattr(cb, "per_epoch", True) for cb in callbacks)
-    n_rounds = run_steps(cfg)
+    n_rounds = int(estimator.n_estimators or DEFAULT_ROUNDS) if fam in BOOSTERS else 1  # run_steps(cfg)
     watched = list(dict.fromkeys([t.monitor, *([es.monitor] if es.enabled else [])]))
     names = [w.removeprefix("val_") for w in watched]
     natives = native_metrics(fam, task, data.n_classes, names) if per_round else {}
-    if fam == "xgboost" and estimator.get_params().get("eval_metric") is not None:
+    if fam == "xgboost" and estimator.eval_metric is not None:
         natives = {}  # the user's own eval_metric: score predictions instead
     computed = [n for n in names if n not in natives]
 
@@ -483,7 +489,7 @@ def run_estimator(
             rounds.stopped_early = rounds.stopped_early or rounds.should_stop
             if not per_round:  # the callbacks see the fitted model's row only
                 rounds.epoch = _rounds_trained(fam, estimator)
-            final = _final_row(estimator, data, rounds)
+            final, result.test = _final_metrics(estimator, data, rounds)
             if not per_round:
                 rounds.emit(final)
             rounds.end()
@@ -493,10 +499,6 @@ def run_estimator(
                 result.history.append(final)
             result.best_epoch, result.best, result.final = int(final["epoch"]), final, final
             result.stopped_early = rounds.stopped_early
-            if len(data.test_idx):
-                result.test = compute_metrics(
-                    task, data.y_test, _predict(estimator, data.x_test, data), "test"
-                )
             if not trial:
                 save_fitted(run_dir, fam, estimator, data, cfg)
         except BaseException as e:
@@ -513,15 +515,20 @@ def run_estimator(
     return result
 
 
-def _final_row(estimator: Any, data: Prepared, rounds: Rounds) -> dict[str, float]:
-    """Every metric of the fitted model on the training and validation rows."""
+def _final_metrics(
+    estimator: Any, data: Prepared, rounds: Rounds
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Every metric of the fitted model: (the last row, with the training and validation rows'
+    metrics; the test rows' metrics), from one prediction over all rows."""
     task = data.table.task
+    pred = _predict(estimator, data.x_all, data)
+    a, b = len(data.y_train), len(data.y_train) + len(data.y_val)
     row: dict[str, float] = {"epoch": rounds.epoch or 1}
-    row.update(compute_metrics(task, data.y_train, _predict(estimator, data.x_train, data), "train"))
-    row.update(compute_metrics(task, data.y_val, _predict(estimator, data.x_val, data), "val"))
+    row.update(compute_metrics(task, data.y_train, pred[:a], "train"))
+    row.update(compute_metrics(task, data.y_val, pred[a:b], "val"))
     if rounds.history:
         row["epoch_time"] = rounds.history[-1].get("epoch_time", 0.0)
-    return row
+    return row, compute_metrics(task, data.y_test, pred[b:], "test")
 
 
 def _progress(
@@ -684,11 +691,11 @@ def run_steps(cfg: DictConfig) -> int:
     """The steps a run reports to a pruner: epochs, boosting rounds (model.n_estimators), or 1 for an
     estimator fitted whole."""
     from ml_framework.config.schema import takes_estimator_params
-    from ml_framework.models.tabular import BOOSTERS, estimator_params, family
+    from ml_framework.models.tabular import BOOSTERS, DEFAULT_ROUNDS, estimator_params, family
 
     arch = str(cfg.model.architecture)
     if cfg.data.format == "images" or not takes_estimator_params(arch):
         return int(cfg.training.num_epochs)
     if family(arch) not in BOOSTERS:
         return 1
-    return int(estimator_params(cfg.model).get("n_estimators") or 100)
+    return int(estimator_params(cfg.model).get("n_estimators") or DEFAULT_ROUNDS)
