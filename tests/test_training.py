@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,15 @@ def test_overrides_and_zero_values() -> None:
     cfg = apply_overrides(cfg, ["model.dropout=0", "optimizer.betas=[0.8, 0.9]", "model.kwargs.foo=1"])
     assert cfg.optimizer.lr == 0.0 and cfg.model.dropout == 0.0
     assert list(cfg.optimizer.betas) == [0.8, 0.9] and cfg.model.kwargs.foo == 1
+
+
+def test_a_config_without_overrides_loads_without_hydra() -> None:
+    """Hydra (about 60 ms of imports) parses overrides and composes `defaults:` lists only."""
+    path = REPO / "configs" / "breast_cancer_xgboost.yaml"  # no defaults list
+    code = f"import sys; from ml_framework.config import load_config; load_config({str(path)!r}); "
+    code += "print('hydra' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_a_copied_config_is_independent_and_keeps_its_schema() -> None:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 def parse_overrides(overrides: Sequence[str] | Mapping[str, Any]) -> list[Override]:
     """Hydra `Override`s; a mapping (already typed values, e.g. from shortcut flags) sets keys."""
+    if not overrides:  # Hydra's parser is not imported (about 60 ms)
+        return []
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Override, OverrideType, ValueType
     from hydra.errors import HydraException
@@ -95,6 +97,8 @@ def select_groups(data: dict[str, Any], groups: Sequence[Override], config_dir: 
 def apply_values(data: dict[str, Any], overrides: Sequence[Override], where: str) -> dict[str, Any]:
     """Apply key overrides to a config's own mapping (before it is merged onto the schema), with
     Hydra's semantics for `+`, `++` and `~`."""
+    if not overrides:
+        return data
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.errors import HydraException
 
