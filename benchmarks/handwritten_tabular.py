@@ -4,7 +4,9 @@ search written the way a user would without ml_framework (it imports nothing fro
 CSV with pandas, holds out a stratified test split, runs 5-fold stratified cross-validation of an
 XGBClassifier on the rest for every trial (ROC AUC per fold, the mean is the trial's value), and runs
 `study.optimize` on an SQLite storage with a seeded RandomSampler over the same parameters, in the same
-order, as the framework's config (so both searches sample the same trials).
+order, as the framework's config (so both searches sample the same trials). With `--folds FILE` (JSON:
+{"folds": [{"train": [row, ...], "val": [row, ...]}, ...]}, CSV row numbers) it cross-validates on those
+rows instead: benchmarks/tabular_search.py passes the framework's folds, so both fit the same models.
 
     python benchmarks/handwritten_tabular.py --csv F --storage sqlite:///f.db --study-name S --trials 30
 """
@@ -12,6 +14,7 @@ order, as the framework's config (so both searches sample the same trials).
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import optuna
@@ -31,13 +34,20 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", help="JSON file of the folds' train and val row numbers (default: own folds)")
     args = p.parse_args()
 
     frame = pd.read_csv(args.csv)
     y = pd.factorize(frame.pop("target"), sort=True)[0]
     x = frame.to_numpy(dtype=np.float64)
-    x_rest, _, y_rest, _ = train_test_split(x, y, test_size=0.2, stratify=y, random_state=args.seed)
-    folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(x_rest, y_rest))
+    if args.folds:
+        with open(args.folds) as f:
+            given = json.load(f)["folds"]
+        x_rest, y_rest = x, y
+        folds = [(np.asarray(fold["train"]), np.asarray(fold["val"])) for fold in given]
+    else:
+        x_rest, _, y_rest, _ = train_test_split(x, y, test_size=0.2, stratify=y, random_state=args.seed)
+        folds = list(StratifiedKFold(5, shuffle=True, random_state=args.seed).split(x_rest, y_rest))
 
     def objective(trial: optuna.Trial) -> float:
         params = {
