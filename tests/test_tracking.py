@@ -242,7 +242,13 @@ def test_dashboard_serves_the_study_and_stops_on_sigint(tmp_path: Path) -> None:
     port = closed_port()
     args = [str(BIN / "ml-visualise"), "--mode", "dashboard", "--study-name", "dash", "--storage", storage,
             "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A test run started as a background job ignores SIGINT, and a child would inherit that: with a
+    # handler here the child starts with SIGINT at its default, as from a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline, body = time.monotonic() + 60, None
         while body is None and time.monotonic() < deadline and proc.poll() is None:
