@@ -116,8 +116,7 @@ def main() -> int:
         same = [t.params for t in fw_trials] == [t.params for t in hw_trials]
         # the same folds and parameters give the same models: equal mean AUC per trial
         same_values = all(abs(a.value - b.value) < 1e-9 for a, b in zip(fw_trials, hw_trials, strict=True))
-        fw_best = max(t.value for t in study_trials(storage, "fw0"))
-        hw_best = max(t.value for t in study_trials(storage, "hw0"))
+        fw_best, hw_best = max(t.value for t in fw_trials), max(t.value for t in hw_trials)
 
         pruning = []
         for i, seed in enumerate(args.seeds):

@@ -146,6 +146,12 @@ def create_estimator(model_cfg: Any, task: str, seed: int) -> Any:
         raise ConfigError(f"model.architecture={architecture!r} rejected its parameters {params}: {e}") from e
 
 
+def fit_steps(fam: str, n_estimators: Any) -> int:
+    """The steps of a fit: a booster's rounds (`n_estimators`, DEFAULT_ROUNDS when unset), else 1 (an
+    estimator fitted whole)."""
+    return int(n_estimators or DEFAULT_ROUNDS) if fam in BOOSTERS else 1
+
+
 def is_tree_model(architecture: str, estimator: Any) -> bool:
     """Tree ensembles need no feature scaling."""
     return family(architecture) in BOOSTERS or type(estimator).__module__.startswith(TREE_MODULES)

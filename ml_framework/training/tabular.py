@@ -417,7 +417,7 @@ def run_estimator(
     best trial's exactly. A cross-validation fold of a trial writes no config.yaml (its trial's
     config.yaml with `data.fold=<k>` is the fold's) and, when nobody reads its rounds, no TensorBoard
     events: its one row is in metrics.json, and the trial's TensorBoard session holds the folds."""
-    from ml_framework.models.tabular import BOOSTERS, DEFAULT_ROUNDS, create_estimator, family, is_tree_model
+    from ml_framework.models.tabular import create_estimator, family, fit_steps, is_tree_model
     from ml_framework.training.result import LogEpochs, TrainResult, write_outputs
     from ml_framework.training.rundir import create_run_dir, train_log, trial_fold
     from ml_framework.training.tensorboard import TensorBoardLogger, run_hparams
@@ -450,7 +450,7 @@ def run_estimator(
     # that reads no epochs (`per_epoch = False`: a cross-validation fold's) leaves only the end. Per
     # round only the metrics someone reads (the monitor, early stopping's); all of them at the end.
     per_round = es.enabled or progress or any(getattr(cb, "per_epoch", True) for cb in callbacks)
-    n_rounds = int(estimator.n_estimators or DEFAULT_ROUNDS) if fam in BOOSTERS else 1  # run_steps(cfg)
+    n_rounds = fit_steps(fam, getattr(estimator, "n_estimators", None))  # = run_steps(cfg)
     watched = list(dict.fromkeys([t.monitor, *([es.monitor] if es.enabled else [])]))
     names = [w.removeprefix("val_") for w in watched]
     natives = native_metrics(fam, task, data.n_classes, names) if per_round else {}
@@ -691,11 +691,9 @@ def run_steps(cfg: DictConfig) -> int:
     """The steps a run reports to a pruner: epochs, boosting rounds (model.n_estimators), or 1 for an
     estimator fitted whole."""
     from ml_framework.config.schema import takes_estimator_params
-    from ml_framework.models.tabular import BOOSTERS, DEFAULT_ROUNDS, estimator_params, family
+    from ml_framework.models.tabular import estimator_params, family, fit_steps
 
     arch = str(cfg.model.architecture)
     if cfg.data.format == "images" or not takes_estimator_params(arch):
         return int(cfg.training.num_epochs)
-    if family(arch) not in BOOSTERS:
-        return 1
-    return int(estimator_params(cfg.model).get("n_estimators") or DEFAULT_ROUNDS)
+    return fit_steps(family(arch), estimator_params(cfg.model).get("n_estimators"))
