@@ -16,6 +16,7 @@ from ml_framework.config import copy_config, set_value
 from ml_framework.search.best import best_trial
 from ml_framework.search.objectives import CrossValidation, run_folds, train_and_measure
 from ml_framework.search.space import SearchSpace, suggest
+from ml_framework.search.storage import set_user_attrs
 from ml_framework.training.callbacks import Callback, TrainingDiverged
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -110,9 +111,12 @@ class Objective:
             if run_dir.exists():  # a leftover of an earlier study with this name
                 shutil.rmtree(run_dir)
             resume = adopt_retried_run(trial, self.study_path, run_dir)
+            attrs: dict[str, Any] = {}  # written in one transaction once the trial has trained
             if self.cv is not None:  # fold scores are in cv_scores: report them only to a pruner
                 prune_folds = prune and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
-                result, values = run_folds(trial, cfg, self.cv, names, run_dir, params, prune_folds)
+                result, values, attrs["cv_scores"] = run_folds(
+                    trial, cfg, self.cv, names, run_dir, params, prune_folds
+                )
             else:
                 callbacks = self.trial_callbacks(trial) if self.trial_callbacks else []
                 callbacks += [PruningCallback(trial, self.metric)] if prune else []
@@ -126,15 +130,17 @@ class Objective:
         except Exception as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             raise
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("last_epoch", int(result.history[-1]["epoch"]) if result.history else 0)
+        attrs["best_epoch"] = result.best_epoch
+        attrs["last_epoch"] = int(result.history[-1]["epoch"]) if result.history else 0
         named = dict(zip(names, values, strict=True))
-        trial.set_user_attr("metrics", {**result.best, **result.test, **named})
+        attrs["metrics"] = {**result.best, **result.test, **named}
         if result.speed.get("config"):  # torch runs: the concrete speed settings (tables have none)
-            trial.set_user_attr(SPEED_ATTR, result.speed["config"])
+            attrs[SPEED_ATTR] = result.speed["config"]
         nan = [n for n, v in named.items() if math.isnan(v)]
         if nan:
-            trial.set_user_attr("error", f"{', '.join(nan)} is NaN")
+            attrs["error"] = f"{', '.join(nan)} is NaN"
+        set_user_attrs(trial, attrs)
+        if nan:
             raise RuntimeError(f"trial {trial.number}: {', '.join(nan)} is NaN")
         self._drop_checkpoints(run_dir, keep_best=self.keep_checkpoints != "none")
         return values[0] if len(values) == 1 else values

@@ -217,14 +217,16 @@ def run_folds(
     run_dir: Path,
     hparams: dict[str, Any],
     prune: bool,
-) -> tuple[TrainResult, list[float]]:
+) -> tuple[TrainResult, list[float], list[float]]:
     """Train fold 0..K-1 (`run_dir/fold_<k>/`); each objective is the aggregate over folds, written
     with the fold scores as the trial's TensorBoard session (`write_cv_session`).
 
     With `prune`, the running aggregate of the first objective is reported after each fold at
     step = folds done (1-based), so a pruner compares trials after equally many folds. `cfg` is the
-    trial's own config (`trial_config`): its `data.fold` is set fold by fold. The fold scores become the
-    `cv_scores` user attr once the trial's folds end (all, or those done when it was pruned or failed)."""
+    trial's own config (`trial_config`): its `data.fold` is set fold by fold. Returns the result of the
+    last fold, the objectives and the first objective's fold scores, the trial's `cv_scores` user attr:
+    the caller writes it with the trial's other attrs; a trial pruned or failed in its folds gets it
+    here, with the scores of the folds done."""
     import optuna
 
     per_fold: list[list[float]] = []
@@ -251,13 +253,16 @@ def run_folds(
                     raise optuna.TrialPruned(
                         f"pruned after fold {k + 1} with mean {metrics[0]}={running:.4f}"
                     )
-    finally:
+    except BaseException:
         if per_fold:
             trial.set_user_attr("cv_scores", [v[0] for v in per_fold])
+        raise
+    finally:
+        if per_fold:
             cfg.data.fold = None
             write_cv_session(run_dir, cfg, hparams, cv, metrics, per_fold, len(per_fold) == cv.n_folds)
     assert result is not None
-    return result, [cv.aggregate(col) for col in zip(*per_fold, strict=True)]
+    return result, [cv.aggregate(col) for col in zip(*per_fold, strict=True)], [v[0] for v in per_fold]
 
 
 def write_cv_session(

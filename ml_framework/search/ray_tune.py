@@ -35,6 +35,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ml_framework.search.objective import SPEED_ATTR, trial_config, trial_dir
 from ml_framework.search.space import SearchSpace, suggest
+from ml_framework.search.storage import set_user_attrs
 from ml_framework.training.callbacks import Callback, TrainingDiverged
 
 State = optuna.trial.TrialState
@@ -361,11 +362,11 @@ class StudyRecorder(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         ot = self._trial(trial)
         number = int(trial.config[TRIAL_KEY]["number"])
-        ot.set_user_attr("run_dir", str(trial_dir(self.study_path, number)))
-        ot.set_user_attr("ray_trial_id", trial.trial_id)
+        attrs = {"run_dir": str(trial_dir(self.study_path, number)), "ray_trial_id": trial.trial_id}
         if self.set_params and number not in self.history:
             self.history[number] = [{"epoch": 0, "params": self._params(trial)}]
-            ot.set_user_attr("pbt_history", self.history[number])
+            attrs["pbt_history"] = self.history[number]
+        set_user_attrs(ot, attrs)
 
     def _params(self, trial: Any) -> dict[str, Any]:
         return {p.name: trial.config[p.name] for p in self.space if p.name in trial.config}
@@ -400,7 +401,7 @@ class StudyRecorder(tune.Callback):
             return
         result = trial.last_result or {}
         self.open.pop(ot._trial_id, None)
-        ot.set_user_attr("last_epoch", int(result.get("epoch", 0)))  # the summary's, when it has one
+        attrs = {"last_epoch": int(result.get("epoch", 0))}  # the summary's, when it has one
         if self.set_params:  # PBT: the trial's params are its final values (pbt_history has the rest)
             for p in self.space:
                 if p.name in trial.config:
@@ -408,26 +409,26 @@ class StudyRecorder(tune.Callback):
                     self.storage.set_trial_param(
                         ot._trial_id, p.name, dist.to_internal_repr(trial.config[p.name]), dist
                     )
-        for key, value in json.loads(result.get(SUMMARY_KEY) or "{}").items():
-            ot.set_user_attr(key, value)
+        attrs.update(json.loads(result.get(SUMMARY_KEY) or "{}"))
         values: float | None = None
         if error is not None:
-            ot.set_user_attr("error", error)
+            attrs["error"] = error
             state = State.FAIL
         elif result.get("diverged"):
-            ot.set_user_attr("diverged", True)
+            attrs["diverged"] = True
             ot.report(math.nan, int(result.get("epoch", 0)))
             state = State.PRUNED
         elif result.get(DONE_KEY):
             values = float(result[OBJECTIVE_KEY]) if result.get(OBJECTIVE_KEY) is not None else math.nan
             state = State.COMPLETE
             if math.isnan(values):
-                ot.set_user_attr("error", f"{self.metric} is NaN")
+                attrs["error"] = f"{self.metric} is NaN"
                 values, state = None, State.FAIL
         else:  # stopped by the scheduler (or never reported): pruned at its last epoch
-            ot.set_user_attr("stopped_by", self.scheduler)
+            attrs["stopped_by"] = self.scheduler
             state = State.PRUNED
             _note_stopped(trial_dir(self.study_path, ot.number), self.scheduler, result)
+        set_user_attrs(ot, attrs)
         self.study.tell(ot, values, state=state)
         self.on_finished(self.storage.get_trial(ot._trial_id))
 

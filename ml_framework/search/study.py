@@ -399,12 +399,14 @@ def run_worker(
     """Run trials until the study holds `target` finished (COMPLETE or PRUNED) trials, counting the
     ones running elsewhere; failed trials do not count (a retry or a new trial takes their place).
 
-    With a heartbeat, stale trials (their worker died) are failed and re-queued before counting, and
+    With a heartbeat, stale trials (their worker died) are failed and re-queued before a trial starts
+    or the budget is found taken, and
     a worker whose budget is taken by trials running elsewhere waits for them instead of leaving:
     if one of them dies, its retry still gets run. A grid study also ends when every point is
     taken; each trial runs the point `grid` queues. No trial starts after the study's deadline."""
     lock = budget_lock(lock_path, storage_url, study.study_name)
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
+    deadline = study.user_attrs.get(DEADLINE_ATTR)  # set when the study was made, read once
     failures = 0
     catch: tuple[type[Exception], ...] = () if fail_fast else (Exception,)
 
@@ -418,15 +420,16 @@ def run_worker(
     gc.freeze()
     try:
         while not should_stop():
-            remaining = time_left(study)
+            remaining = None if deadline is None else deadline - time.time()
             if remaining is not None and remaining <= 0:
                 break
             if failures >= max(target, 3):
                 raise RuntimeError(f"{failures} trials of this search failed; stopping (see their errors)")
             lock.acquire()
-            if heartbeat:
-                optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False, states=BUDGET_STATES)
+            if heartbeat and len(trials) >= target:  # a dead worker's trial may hold the last places
+                optuna.storages.fail_stale_trials(study)  # (else `optimize` fails them before its ask)
+                trials = study.get_trials(deepcopy=False, states=BUDGET_STATES)
             if len(trials) >= target or (grid is not None and not grid.queue_next(study)):
                 lock.release()
                 finished = sum(t.state != State.RUNNING for t in trials)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,8 @@ class TrainResult:
         return float(self.best.get(metric or self.monitor, math.nan))
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["run_dir"] = str(self.run_dir)
-        return d
+        """The fields as they are (no deep copy, unlike `asdict`: the caller only serialises them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"run_dir": str(self.run_dir)}
 
 
 class LogEpochs:

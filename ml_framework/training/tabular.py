@@ -58,6 +58,7 @@ class Prepared:
             "fold": d.fold,
             "fingerprint": splits.fingerprint(),
         }
+        self.splits_text = json.dumps(self.splits_json)  # splits.json of every run on this split
         self.preprocessor, self.native_positions = build_preprocessor(
             self.table, d.preprocess, native=native, scale=scale
         )
@@ -444,7 +445,7 @@ def run_estimator(
     run_dir.mkdir(parents=True, exist_ok=True)
     if not trial_fold(cfg, trial):  # a fold's config is its trial's (trial_<n>/config.yaml), data.fold=<k>
         save_config(cfg, run_dir / "config.yaml", drop_search=True)
-    (run_dir / "splits.json").write_text(json.dumps(data.splits_json))
+    (run_dir / "splits.json").write_text(data.splits_text)
 
     # Rounds are evaluated for pruning, early stopping and ml-train's progress and curves; a callback
     # that reads no epochs (`per_epoch = False`: a cross-validation fold's) leaves only the end. Per
