@@ -341,6 +341,7 @@ class StudyRecorder(tune.Callback):
         self.scheduler, self.on_finished, self.set_params = scheduler, on_finished, set_params
         self.seen: dict[int, int] = {}  # storage trial id -> number, of trials started by this search
         self.open: dict[int, optuna.Trial] = {}  # storage trial id -> its Trial, until it finishes
+        self.finished: set[int] = set()  # storage trial ids this recorder has told the study about
         self.steps: dict[int, set[int]] = {}
         self.history: dict[int, list[dict[str, Any]]] = {}
 
@@ -396,9 +397,9 @@ class StudyRecorder(tune.Callback):
         self._finish(trial, error)
 
     def _finish(self, trial: Any, error: str | None) -> None:
-        ot = self._trial(trial)
-        if self.storage.get_trial(ot._trial_id).state.is_finished():
+        if int(trial.config[TRIAL_KEY]["id"]) in self.finished:
             return
+        ot = self._trial(trial)
         result = trial.last_result or {}
         self.open.pop(ot._trial_id, None)
         attrs = {"last_epoch": int(result.get("epoch", 0))}  # the summary's, when it has one
@@ -429,8 +430,9 @@ class StudyRecorder(tune.Callback):
             state = State.PRUNED
             _note_stopped(trial_dir(self.study_path, ot.number), self.scheduler, result)
         set_user_attrs(ot, attrs)
-        self.study.tell(ot, values, state=state)
-        self.on_finished(self.storage.get_trial(ot._trial_id))
+        frozen = self.study.tell(ot, values, state=state)
+        self.finished.add(ot._trial_id)
+        self.on_finished(frozen)
 
     def fail_unfinished(self) -> int:
         """After Tune returns: this search's trials still RUNNING (interrupted, never started) fail."""
