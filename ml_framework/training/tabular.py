@@ -280,9 +280,12 @@ def _fit(family: str, estimator: Any, data: Prepared, rounds: Rounds | None, eva
             rounds.report(1, {}, lambda: _predict(estimator, data.x_val, data))
 
 
-def _rounds_trained(family: str, estimator: Any) -> int:
-    """Boosting rounds in the fitted model (its own early stopping may have ended it early); 1 else."""
+def _rounds_trained(family: str, estimator: Any, n_rounds: int) -> int:
+    """Boosting rounds in the fitted model (its own early stopping may have ended it before `n_rounds`);
+    1 for an estimator fitted whole."""
     if family == "xgboost":
+        if estimator.early_stopping_rounds is None:  # every round (asking the booster costs ~0.2 ms)
+            return n_rounds
         return int(estimator.get_booster().num_boosted_rounds())
     if family == "lightgbm":
         return int(estimator.booster_.current_iteration())
@@ -489,7 +492,7 @@ def run_estimator(
                 _fit(fam, estimator, data, rounds if per_round else None, libs)
             rounds.stopped_early = rounds.stopped_early or rounds.should_stop
             if not per_round:  # the callbacks see the fitted model's row only
-                rounds.epoch = _rounds_trained(fam, estimator)
+                rounds.epoch = _rounds_trained(fam, estimator, n_rounds)
             final, result.test = _final_metrics(estimator, data, rounds)
             if not per_round:
                 rounds.emit(final)

@@ -34,19 +34,32 @@ def log_loss(y: np.ndarray, proba: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], eps, 1 - eps))))
 
 
+def _confusion(y: np.ndarray, hard: np.ndarray) -> np.ndarray:
+    """Counts [true class, predicted class] of class indices 0..K-1."""
+    k = int(max(y.max(), hard.max())) + 1
+    return np.bincount(y * k + hard, minlength=k * k).reshape(k, k)
+
+
 def balanced_accuracy(y: np.ndarray, hard: np.ndarray) -> float:
     """Mean recall over the classes present in `y`."""
-    return float(np.mean([np.mean(hard[y == c] == c) for c in np.unique(y)]))
+    counts = _confusion(y, hard)
+    true = counts.sum(1)
+    present = true > 0
+    return float(np.mean(np.diag(counts)[present] / true[present]))
 
 
 def macro_f1(y: np.ndarray, hard: np.ndarray) -> float:
     """Mean F1 over the classes present in `y` or the predictions."""
-    scores = []
-    for c in np.union1d(y, hard):
-        tp = np.sum((hard == c) & (y == c))
-        denominator = np.sum(hard == c) + np.sum(y == c)
-        scores.append(2 * tp / denominator if denominator else 0.0)
-    return float(np.mean(scores))
+    return confusion_f1(_confusion(y, hard))
+
+
+def confusion_f1(counts: np.ndarray) -> float:
+    """Macro F1 of a confusion matrix [true, predicted] over the classes that occur as target or
+    prediction (as scikit-learn does); 0 without any."""
+    counts = np.asarray(counts, dtype=np.float64)
+    either = counts.sum(1) + counts.sum(0)
+    seen = either > 0
+    return float(np.mean(2 * np.diag(counts)[seen] / either[seen])) if seen.any() else 0.0
 
 
 def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:

@@ -17,18 +17,7 @@ from torch import nn
 from ml_framework.checkpoint import save_checkpoint
 from ml_framework.training.callbacks import Callback, TrainingDiverged, check_metric, improved
 from ml_framework.training.optim import is_plateau
-
-
-def macro_f1(confusion: torch.Tensor) -> float:
-    """Macro F1 over the classes that occur as target or prediction (as scikit-learn does)."""
-    confusion = confusion.double()
-    tp = confusion.diag()
-    predicted = confusion.sum(0)
-    actual = confusion.sum(1)
-    present = (predicted + actual) > 0
-    f1 = torch.where(predicted + actual > 0, 2 * tp / (predicted + actual).clamp(min=1), torch.zeros_like(tp))
-    return float(f1[present].mean()) if bool(present.any()) else 0.0
-
+from ml_framework.training.tabular_metrics import confusion_f1
 
 # training.precision -> the autocast dtype (fp32: no autocast)
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -153,7 +142,7 @@ class Trainer:
         return {
             f"{prefix}_loss": float(loss_sum) / seen,
             f"{prefix}_acc": float(confusion.diag().sum()) / seen,
-            f"{prefix}_f1": macro_f1(confusion),
+            f"{prefix}_f1": confusion_f1(confusion.numpy()),
         }
 
     # -- the loop -----------------------------------------------------------------------------------
