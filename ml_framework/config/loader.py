@@ -240,15 +240,24 @@ def copy_config(cfg: DictConfig) -> DictConfig:
     return copied
 
 
-def to_yaml(cfg: DictConfig, drop_search: bool = False) -> str:
+def plain_config(cfg: DictConfig, drop_search: bool = False) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists (without `search:` when it is empty or dropped)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     if drop_search or container.get("search") is None:
         container.pop("search", None)
+    return container
+
+
+def to_yaml(cfg: DictConfig | dict[str, Any], drop_search: bool = False) -> str:
+    """The config's YAML; a `plain_config` is written as it is."""
+    container = cfg if isinstance(cfg, dict) else plain_config(cfg, drop_search)
     # libyaml's emitter when PyYAML has it (the same YAML, several times faster: a search writes many)
     return yaml.dump(container, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
 
 
-def save_config(cfg: DictConfig, path: Path, drop_search: bool = False, header: str = "") -> None:
+def save_config(
+    cfg: DictConfig | dict[str, Any], path: Path, drop_search: bool = False, header: str = ""
+) -> None:
     text = "".join(f"# {line}\n" for line in header.splitlines()) + to_yaml(cfg, drop_search)
     atomic_write_text(path, text)

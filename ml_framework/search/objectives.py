@@ -278,11 +278,12 @@ def write_cv_session(
     TensorBoard hparams session in `run_dir` (one row per trial in the HParams dashboard, not one
     per fold): `cv/<objective>` (the aggregate) and `cv/<objective>_std` over the folds done, each
     fold's value as the scalar `folds/<objective>` at step k."""
-    from ml_framework.config import save_config
+    from ml_framework.config import plain_config, save_config
     from ml_framework.training.tensorboard import TensorBoardLogger, flatten_hparams
 
-    save_config(cfg, run_dir / "config.yaml", drop_search=True)
-    tb = TensorBoardLogger(run_dir, flatten_hparams(cfg, hparams))
+    plain = plain_config(cfg, drop_search=True)  # resolved once for both
+    save_config(plain, run_dir / "config.yaml")
+    tb = TensorBoardLogger(run_dir, flatten_hparams(plain, hparams))
     results: dict[str, float] = {}
     for i, m in enumerate(metrics):
         scores = [values[i] for values in per_fold]

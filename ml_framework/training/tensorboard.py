@@ -26,9 +26,10 @@ SKIPPED_HPARAMS = (
 
 
 def flatten_hparams(
-    cfg: DictConfig, extra: dict[str, Any] | None = None
+    cfg: DictConfig | dict[str, Any], extra: dict[str, Any] | None = None
 ) -> dict[str, float | int | str | bool]:
-    """Scalar config values by dotted key (lists and None as text), plus `extra` (e.g. sampled params)."""
+    """Scalar config values by dotted key (lists and None as text), plus `extra` (e.g. sampled params).
+    `cfg` may be the config's `plain_config` already."""
     out: dict[str, float | int | str | bool] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -38,7 +39,7 @@ def flatten_hparams(
         elif prefix not in SKIPPED_HPARAMS:
             out[prefix] = node if isinstance(node, bool | int | float | str) else str(node)
 
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     for section in HPARAM_SECTIONS:
         walk(container.get(section, {}), section)
