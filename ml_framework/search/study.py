@@ -400,13 +400,13 @@ def run_worker(
     ones running elsewhere; failed trials do not count (a retry or a new trial takes their place).
 
     With a heartbeat, stale trials (their worker died) are failed and re-queued before a trial starts
-    or the budget is found taken, and
-    a worker whose budget is taken by trials running elsewhere waits for them instead of leaving:
-    if one of them dies, its retry still gets run. A grid study also ends when every point is
-    taken; each trial runs the point `grid` queues. No trial starts after the study's deadline."""
+    or the budget is found taken, and a worker whose budget is taken by trials running elsewhere waits
+    for them instead of leaving: if one of them dies, its retry still gets run. A grid study also ends
+    when every point is taken; each trial runs the point `grid` queues. No trial starts after the
+    study's deadline."""
     lock = budget_lock(lock_path, storage_url, study.study_name)
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
-    deadline = study.user_attrs.get(DEADLINE_ATTR)  # set when the study was made, read once
+    deadline = study.user_attrs.get(DEADLINE_ATTR)  # as the study holds it when this worker starts
     failures = 0
     catch: tuple[type[Exception], ...] = () if fail_fast else (Exception,)
 
