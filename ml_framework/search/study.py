@@ -403,7 +403,8 @@ def run_worker(
     or the budget is found taken, and a worker whose budget is taken by trials running elsewhere waits
     for them instead of leaving: if one of them dies, its retry still gets run. A grid study also ends
     when every point is taken; each trial runs the point `grid` queues. No trial starts after the
-    study's deadline."""
+    study's deadline: it is checked just before each ask, so a trial's recorded start can trail it
+    by the milliseconds Optuna's ask takes."""
     lock = budget_lock(lock_path, storage_url, study.study_name)
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
     deadline = study.user_attrs.get(DEADLINE_ATTR)  # as the study holds it when this worker starts
@@ -420,9 +421,6 @@ def run_worker(
     gc.freeze()
     try:
         while not should_stop():
-            remaining = None if deadline is None else deadline - time.time()
-            if remaining is not None and remaining <= 0:
-                break
             if failures >= max(target, 3):
                 raise RuntimeError(f"{failures} trials of this search failed; stopping (see their errors)")
             lock.acquire()
@@ -430,6 +428,12 @@ def run_worker(
             if heartbeat and len(trials) >= target:  # a dead worker's trial may hold the last places
                 optuna.storages.fail_stale_trials(study)  # (else `optimize` fails them before its ask)
                 trials = study.get_trials(deepcopy=False, states=BUDGET_STATES)
+            # Read after the lock and the count, just before the ask: a worker that waited for the
+            # lock or the storage past the deadline must not start a trial.
+            remaining = None if deadline is None else deadline - time.time()
+            if remaining is not None and remaining <= 0:
+                lock.release()
+                break
             if len(trials) >= target or (grid is not None and not grid.queue_next(study)):
                 lock.release()
                 finished = sum(t.state != State.RUNNING for t in trials)
