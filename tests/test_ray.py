@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -102,6 +104,82 @@ def test_without_ray_installed_one_clear_line(digits_dir: Path, tmp_path: Path) 
     assert 'pip install "ml_framework[ray]"' in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs" / "optuna_studies" / "optuna.db").exists()
+
+
+def test_resources_the_cluster_lacks_fail_before_any_study(
+    ray_runtime: None, digits_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    path = write_config(tmp_path, digits_dir, {}, n_trials=2)
+    assert search_main(["--config", str(path), "--resources-per-trial", "cpu:64"]) == 2
+    assert "the Ray cluster has 2 CPU(s)" in capsys.readouterr().err
+    db = tmp_path / "runs" / "optuna_studies" / "optuna.db"  # made while the runtime started: no study
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == []
+
+
+# -- the runtime a search starts for itself -------------------------------------------------------------
+
+
+def left_running(marker: str, wait: float = 20) -> list[str]:
+    """Processes whose command line names `marker` (Ray's temp dir), after waiting for them to exit."""
+    deadline = time.monotonic() + wait
+    while True:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+        alive = [line for line in ps.splitlines() if marker in line]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def own_runtime_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
+    """The environment of an ml-search that starts its own Ray runtime, with Ray's temp dir (short: it
+    holds Unix sockets) named in its processes' command lines."""
+    pytest.importorskip("ray")
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield {**os.environ, "RAY_TMPDIR": ray_tmp}, ray_tmp
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def ml_search(config: Path, study: str) -> list[str]:
+    return [sys.executable, "-m", "ml_framework.cli.search", "--config", str(config), "--study-name", study]
+
+
+@pytest.mark.slow
+def test_a_search_starts_its_own_runtime_and_shuts_it_down(
+    own_runtime_env: tuple[dict[str, str], str], digits_dir: Path, tmp_path: Path
+) -> None:
+    env, ray_tmp = own_runtime_env
+    path = write_config(tmp_path, digits_dir, {}, n_trials=2, epochs=1)
+    done = subprocess.run(ml_search(path, "own"), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "SIGTERM handler" not in done.stderr
+    assert [t.state for t in load(tmp_path, "own").trials] == [State.COMPLETE] * 2
+    assert left_running(ray_tmp) == []
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_search_as_ctrl_c_does(
+    own_runtime_env: tuple[dict[str, str], str], digits_dir: Path, tmp_path: Path
+) -> None:
+    env, ray_tmp = own_runtime_env
+    path = write_config(tmp_path, digits_dir, {}, n_trials=3, epochs=50)
+    proc = subprocess.Popen(
+        ml_search(path, "term"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        pid_file = tmp_path / "runs" / "optuna_studies" / "term" / "trial_0" / "worker.pid"
+        deadline = time.monotonic() + 120
+        while not pid_file.is_file() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert pid_file.is_file(), "trial 0 never started"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err  # as Ctrl-C
+    states = {t.state for t in load(tmp_path, "term").trials}
+    assert states == {State.FAIL}, states  # none left RUNNING
+    assert left_running(ray_tmp) == []
 
 
 # -- searches on a local runtime ----------------------------------------------------------------------

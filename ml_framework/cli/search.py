@@ -258,19 +258,18 @@ def _search(args: argparse.Namespace) -> int:
     from ml_framework.tracking.base import check_backend
 
     check_backend(cfg)  # an unknown or uninstalled tracker fails before the study exists
-    if ray is not None:
-        from ml_framework.search.ray_engine import preflight
-
-        preflight(cfg, settings, ray)  # Ray missing, bad scheduler options: fail before the study exists
     from ml_framework.search.runner import run_search
 
     mode = "resume" if args.resume else "join" if args.join else "overwrite" if args.overwrite else "new"
     if ray is not None:
-        from ml_framework.search.ray_engine import run_ray_search
+        from ml_framework.search.ray_engine import preflight, run_ray_search
 
+        # Ray missing, bad scheduler options: fail before the study exists; the runtime starts meanwhile
+        runtime = preflight(cfg, settings, ray)
         outcome = run_ray_search(
-            cfg, settings, ray, mode=mode, config_path=str(args.config), fail_fast=args.fail_fast, console=out
-        )
+            cfg, settings, ray, runtime, mode=mode, config_path=str(args.config), fail_fast=args.fail_fast,
+            console=out,
+        )  # fmt: skip
     elif settings.n_workers > 1:
         from ml_framework.search.parallel import run_parallel_search
 

@@ -95,7 +95,8 @@ def _worker_study(spec: WorkerSpec) -> optuna.Study:
     )
 
 
-def _interrupt(_signum: int, _frame: Any) -> None:
+def raise_interrupt(_signum: int, _frame: Any) -> None:
+    """A signal handler: the signal ends the run as Ctrl-C does (running trials marked failed)."""
     raise KeyboardInterrupt
 
 
@@ -107,7 +108,7 @@ def worker_main(spec: WorkerSpec) -> None:
     # The terminal's Ctrl-C reaches the whole process group: only the parent reacts to it, and
     # stops the workers with SIGTERM, which each turns into the KeyboardInterrupt Optuna handles.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ml_framework").setLevel(logging.WARNING)
     s = spec.settings

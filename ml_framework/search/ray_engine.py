@@ -7,7 +7,10 @@ installed: Ray is an extra, and `--help` never imports it."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,45 +152,110 @@ def check_pbt_space(space: Any) -> None:
         )
 
 
-def require_ray() -> Any:
-    """The `ray` module, or one clear line saying how to install it."""
-    try:
-        import ray
-        import ray.tune
-    except ImportError:
-        raise UserError(f"search.engine ray needs Ray Tune, which is not installed: {INSTALL}") from None
-    return ray
+def _missing_ray() -> UserError:
+    return UserError(f"search.engine ray needs Ray Tune, which is not installed: {INSTALL}")
 
 
-def preflight(cfg: DictConfig, settings: Any, rs: RaySettings) -> None:
-    """Ray installed, and the scheduler built once with its options, before any study exists."""
-    from ml_framework.search.objectives import monitor_metric
+class Runtime:
+    """The Ray runtime of one search: a local one started for it, or a connection to `--address`.
 
-    require_ray()
-    metric, direction = monitor_metric(settings.metrics, settings.directions, cfg.training)
-    mode = "max" if direction == "maximize" else "min"
-    build_scheduler(rs, metric, mode, int(cfg.training.num_epochs), settings.space)
+    `ray.init` runs on a thread of its own, so that the driver's own set-up (importing Ray Tune, building
+    the scheduler) overlaps the runtime's start-up, 2-3 s on 2 cores as the GCS, raylet, dashboard and
+    agents start as processes. That thread lives until `close()`, and shuts Ray down itself: Ray ties its
+    processes to the thread that started them (Linux's parent-death signal fires when that thread ends).
+    A runtime already initialised in this process is used as it is, and left running."""
 
+    def __init__(self, ray: Any, address: str | None) -> None:
+        self.ray = ray
+        self.address = address
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
-def init_ray(ray: Any, address: str | None) -> bool:
-    """Connect to the cluster at `address` (auto, ray://host:10001), or start a local runtime with every
-    core of this machine. Returns whether this process started the runtime (and so shuts it down)."""
-    if ray.is_initialized():
-        return False
-    quiet = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if address:
+    def start(self) -> Runtime:
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the driver's cwd
+        if self.ray.is_initialized():
+            self._ready.set()
+            return self
+        if threading.current_thread() is threading.main_thread():
+            # ray.init sets a SIGTERM handler on the main thread only (and warns on another). Ours ends
+            # the search as Ctrl-C does: running trials marked failed, the runtime shut down, exit 130.
+            from ml_framework.search.parallel import raise_interrupt
+
+            signal.signal(signal.SIGTERM, raise_interrupt)
+            logging.getLogger("ray._private.worker").addFilter(
+                lambda record: not record.getMessage().startswith("SIGTERM handler is not set")
+            )
+        self._thread = threading.Thread(target=self._run, name="ray-runtime", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
         try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        except ConnectionError as e:
-            raise UserError(
-                f"--address {address}: no Ray cluster there ({e}); start one with `ray start --head`"
-            ) from None
-    else:
+            self._init()
+        except BaseException as e:  # handed to the thread that waits for the runtime
+            self._error = e
+            return
+        finally:
+            self._ready.set()
+        self._stop.wait()
+        self.ray.shutdown()
+
+    def _init(self) -> None:
+        quiet = {"log_to_driver": False, "configure_logging": False}
+        if self.address:
+            try:
+                self.ray.init(address=self.address, **quiet)
+            except ConnectionError as e:
+                raise UserError(
+                    f"--address {self.address}: no Ray cluster there ({e}); start one with `ray start --head`"
+                ) from None
+            return
         # No idle workers started ahead: a trial's actor gets a process of its own when it starts, so
         # prestarted ones would only take the cores (each imports Ray) while the runtime comes up.
         prestart = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
-        ray.init(num_cpus=os.cpu_count() or 1, _system_config=prestart, **quiet)
-    return True
+        self.ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _system_config=prestart, **quiet)
+
+    def wait(self) -> None:
+        """Until the runtime is up; its start-up error, if it failed."""
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Shut down the runtime this search started, on its thread (without waiting for it)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop, and wait for the shutdown (about 1.5 s: Ray's processes exiting)."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def preflight(cfg: DictConfig, settings: Any, rs: RaySettings) -> Runtime:
+    """Ray installed, and the scheduler built once with its options, before any study exists. The
+    runtime starts meanwhile (the caller closes it); a failed check stops it."""
+    from ml_framework.search.objectives import monitor_metric
+
+    try:
+        import ray
+    except ImportError:
+        raise _missing_ray() from None
+    runtime = Runtime(ray, rs.address).start()
+    try:
+        try:
+            import ray.tune
+        except ImportError:
+            raise _missing_ray() from None
+        metric, direction = monitor_metric(settings.metrics, settings.directions, cfg.training)
+        mode = "max" if direction == "maximize" else "min"
+        build_scheduler(rs, metric, mode, int(cfg.training.num_epochs), settings.space)
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime
 
 
 def absolute_paths(cfg: DictConfig) -> DictConfig:
@@ -247,6 +315,7 @@ def run_ray_search(
     cfg: DictConfig,
     settings: Any,
     rs: RaySettings,
+    runtime: Runtime,
     *,
     mode: str,
     config_path: str = "",
@@ -254,15 +323,34 @@ def run_ray_search(
     console: Any = None,
 ) -> Any:
     """The search of `settings` with Ray Tune scheduling the trials; the study, its outputs and the
-    tracker are the native engine's. Returns a runner.SearchOutcome."""
-    import logging
-    import threading
+    tracker are the native engine's. `runtime` (started by `preflight`) is closed on the way out, its
+    shutdown overlapping the outputs and the report. Returns a runner.SearchOutcome."""
+    try:
+        return _search(cfg, settings, rs, runtime, mode, config_path, fail_fast, console)
+    finally:
+        runtime.close()
+
+
+def _search(
+    cfg: DictConfig,
+    settings: Any,
+    rs: RaySettings,
+    runtime: Runtime,
+    mode: str,
+    config_path: str,
+    fail_fast: bool,
+    console: Any,
+) -> Any:
     import time
     from pathlib import Path
 
     import optuna
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+    from ray.tune.search.basic_variant import BasicVariantGenerator
     from rich.console import Console
 
+    from ml_framework.search import ray_tune as rt
     from ml_framework.search.objectives import monitor_metric
     from ml_framework.search.runner import (
         SearchOutcome,
@@ -275,13 +363,6 @@ def run_ray_search(
     from ml_framework.search.tracking import StudyTracker
     from ml_framework.training.progress import make_progress
 
-    ray = require_ray()
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from ml_framework.search import ray_tune as rt
-
     rt.count_callbacks_by_name()
     console = console or Console(highlight=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -291,20 +372,17 @@ def run_ray_search(
     if rs.pbt:  # PBT draws its initial values itself (Tune's random sampling, seeded)
         settings.sampler_spec = {"type": "RandomSampler"}
     scheduler_name = SCHEDULERS[rs.scheduler]
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the driver's cwd
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C reaches us: trials end FAIL, exit 130
     # Tune's result files are progress.csv and result.json (the loggers passed below); its TensorBoardX
     # logger is left out: every trial writes its own TensorBoard events, and tensorboardX imports torch
     # into the driver, which trains nothing.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    started_ray = init_ray(ray, rs.address)
-    try:  # resources the cluster cannot give fail before the study exists
-        capacity = _capacity(ray, rs)
-    except BaseException:
-        if started_ray:
-            ray.shutdown()
-        raise
+    # The recorder's storage (without a heartbeat: Tune runs and restarts the trials, not Optuna's loop).
+    # Opened while the runtime starts: a new file gets its tables now, but no study before the checks.
+    storage = open_storage(settings.storage_url)
+    runtime.wait()
+    capacity = _capacity(runtime.ray, rs)  # resources the cluster cannot give fail before the study exists
     study, target, already = start_study(
         settings, mode, config_path, console, workers=f"; Ray Tune, scheduler {scheduler_name}"
     )
@@ -323,8 +401,6 @@ def run_ray_search(
         if tracker is not None:
             tracker.on_trial_end(study, frozen)
 
-    # Without a heartbeat: Tune runs the trials (and restarts failed ones), not Optuna's optimize loop.
-    storage = open_storage(settings.storage_url)
     study = optuna.load_study(study_name=settings.study_name, storage=storage, sampler=study.sampler)
     study_path = settings.path.resolve()
     if mode == "resume":  # trials of an earlier Ray search that was killed: they cannot finish now
@@ -357,7 +433,7 @@ def run_ray_search(
             num_samples = 1
         else:
             param_space = {}
-            search_alg = rt.study_search(study, settings.space, metric, tune_mode, storage)
+            search_alg = rt.study_search(study, settings.space, metric, tune_mode, storage, recorder.seen)
             num_samples = remaining
         tuner = tune.Tuner(
             trainable,
@@ -392,12 +468,7 @@ def run_ray_search(
         outcome.ok = False
     finally:
         recorder.fail_unfinished()
-        # The runtime this process started stops while the outputs and the report are written: its
-        # shutdown mostly waits for Ray's processes to exit (about 1.5 s). The thread is not a daemon:
-        # if writing fails, the interpreter still waits for it before exiting.
-        stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown") if started_ray else None
-        if stopping is not None:
-            stopping.start()
+        runtime.stop()  # its shutdown (Ray's processes exiting) overlaps the outputs and the report
         outcome.summary = reporter.refresh(study)
     _final_report(console, study, settings, outcome.summary, time.perf_counter() - started, config_path)
     from ml_framework.search.best import best_trial
@@ -405,6 +476,4 @@ def run_ray_search(
     if best_trial(study) is None:
         outcome.ok = False
     finish_tracking(tracker, study, outcome, console)
-    if stopping is not None:
-        stopping.join()
     return outcome

@@ -182,13 +182,20 @@ def _drop_checkpoints(run_dir: Path, keep: str, keep_best: bool) -> None:
 
 class StudySearch(OptunaSearch):
     """OptunaSearch whose suggestions say which study trial they are. Results and the end of a trial
-    are written into the study by `StudyRecorder` (which knows why a trial ended), not here."""
+    are written into the study by `StudyRecorder` (which knows why a trial ended), not here. Every study
+    trial it asks for goes into `created` (the recorder's), so that one Tune never started (the search
+    was interrupted first) is failed too, not left RUNNING."""
+
+    def __init__(self, *args: Any, created: dict[int, int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.created = created
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         if config is None:
             return None
         ot_trial = self._ot_trials[trial_id]
+        self.created[ot_trial._trial_id] = ot_trial.number
         return {**config, TRIAL_KEY: {"number": ot_trial.number, "id": ot_trial._trial_id}}
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -209,7 +216,7 @@ class DefineByRun:
 
 
 def study_search(
-    study: optuna.Study, space: SearchSpace, metric: str, mode: str, storage: Any
+    study: optuna.Study, space: SearchSpace, metric: str, mode: str, storage: Any, created: dict[int, int]
 ) -> StudySearch:
     return StudySearch(
         space=DefineByRun(space),
@@ -218,6 +225,7 @@ def study_search(
         sampler=study.sampler,
         study_name=study.study_name,
         storage=storage,
+        created=created,
     )
 
 
@@ -339,7 +347,7 @@ class StudyRecorder(tune.Callback):
         self.study, self.storage, self.metric, self.space = study, storage, metric, space
         self.study_path = study_path
         self.scheduler, self.on_finished, self.set_params = scheduler, on_finished, set_params
-        self.seen: dict[int, int] = {}  # storage trial id -> number, of trials started by this search
+        self.seen: dict[int, int] = {}  # storage trial id -> number, of the trials this search created
         self.open: dict[int, optuna.Trial] = {}  # storage trial id -> its Trial, until it finishes
         self.finished: set[int] = set()  # storage trial ids this recorder has told the study about
         self.steps: dict[int, set[int]] = {}
@@ -435,7 +443,7 @@ class StudyRecorder(tune.Callback):
         self.on_finished(frozen)
 
     def fail_unfinished(self) -> int:
-        """After Tune returns: this search's trials still RUNNING (interrupted, never started) fail."""
+        """After Tune returns: this search's trials still RUNNING (interrupted, or never started) fail."""
         failed = 0
         for trial_id, _number in self.seen.items():
             frozen = self.storage.get_trial(trial_id)
