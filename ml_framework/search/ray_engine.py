@@ -156,6 +156,10 @@ def _missing_ray() -> UserError:
     return UserError(f"search.engine ray needs Ray Tune, which is not installed: {INSTALL}")
 
 
+def _not_the_sigterm_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
 class Runtime:
     """The Ray runtime of one search: a local one started for it, or a connection to `--address`.
 
@@ -172,6 +176,7 @@ class Runtime:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._sigterm: Any = None  # the handler ours replaced, put back by close()
 
     def start(self) -> Runtime:
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the driver's cwd
@@ -183,10 +188,8 @@ class Runtime:
             # the search as Ctrl-C does: running trials marked failed, the runtime shut down, exit 130.
             from ml_framework.search.parallel import raise_interrupt
 
-            signal.signal(signal.SIGTERM, raise_interrupt)
-            logging.getLogger("ray._private.worker").addFilter(
-                lambda record: not record.getMessage().startswith("SIGTERM handler is not set")
-            )
+            self._sigterm = signal.signal(signal.SIGTERM, raise_interrupt)
+            logging.getLogger("ray._private.worker").addFilter(_not_the_sigterm_warning)  # once per logger
         self._thread = threading.Thread(target=self._run, name="ray-runtime", daemon=True)
         self._thread.start()
         return self
@@ -232,6 +235,9 @@ class Runtime:
         self.stop()
         if self._thread is not None:
             self._thread.join()
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
+            self._sigterm = None
 
 
 def preflight(cfg: DictConfig, settings: Any, rs: RaySettings) -> Runtime:
