@@ -407,7 +407,6 @@ def run_worker(
     by the milliseconds Optuna's ask takes."""
     lock = budget_lock(lock_path, storage_url, study.study_name)
     heartbeat = getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None
-    deadline = study.user_attrs.get(DEADLINE_ATTR)  # as the study holds it when this worker starts
     failures = 0
     catch: tuple[type[Exception], ...] = () if fail_fast else (Exception,)
 
@@ -428,9 +427,9 @@ def run_worker(
             if heartbeat and len(trials) >= target:  # a dead worker's trial may hold the last places
                 optuna.storages.fail_stale_trials(study)  # (else `optimize` fails them before its ask)
                 trials = study.get_trials(deepcopy=False, states=BUDGET_STATES)
-            # Read after the lock and the count, just before the ask: a worker that waited for the
-            # lock or the storage past the deadline must not start a trial.
-            remaining = None if deadline is None else deadline - time.time()
+            # Read from the study (a `--resume --timeout` elsewhere moves it) after the lock and the
+            # count, just before the ask: a worker that waited past the deadline starts no trial.
+            remaining = time_left(study)
             if remaining is not None and remaining <= 0:
                 lock.release()
                 break
